@@ -1,0 +1,292 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The metronome.* settings, and the redaction that keeps the API token
+ *	  out of the server log.
+ *
+ * metronome.api_token is a secret: it is GUC_SUPERUSER_ONLY (hidden from
+ * SHOW, current_setting() and pg_settings for non-superusers), and its show
+ * hook masks it for members of pg_read_all_settings.  PostgreSQL itself logs "parameter ... changed to ..."
+ * with the new value when the configuration is reloaded, and libcurl or a
+ * user's error may quote it; an emit_log_hook therefore replaces every
+ * occurrence of the current token in a log message by "********" before the
+ * message is written anywhere.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <string.h>
+
+#include "metronome.h"
+#include "access/xact.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/elog.h"
+#include "utils/guc.h"
+
+char	   *metronome_api_token = NULL;
+char	   *metronome_ingest_url = NULL;
+char	   *metronome_database = NULL;
+int			metronome_batch_size = 100;
+int			metronome_max_inflight = 4;
+int			metronome_poll_interval = 1000;
+int			metronome_request_timeout = 10000;
+int			metronome_max_backoff = 300000;
+int			metronome_max_attempts = 0;
+int			metronome_retain_sent = 7 * 24 * 3600;
+bool		metronome_enabled = true;
+int			metronome_on_mapping_error = ON_MAPPING_ERROR_REJECT;
+
+static const struct config_enum_entry on_mapping_error_options[] = {
+	{"reject", ON_MAPPING_ERROR_REJECT, false},
+	{"error", ON_MAPPING_ERROR_ERROR, false},
+	{NULL, 0, false}
+};
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * check hook of metronome.ingest_url: an absolute http:// or https:// URL.
+ */
+static bool
+check_ingest_url(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+
+	if (url == NULL)
+		return true;
+	if (pg_strncasecmp(url, "http://", 7) != 0 &&
+		pg_strncasecmp(url, "https://", 8) != 0)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("metronome.ingest_url must start with http:// or https://");
+		GUC_check_errdetail("Only HTTP and HTTPS are supported.");
+		return false;
+	}
+	if (strpbrk(url, " \t\r\n") != NULL)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("metronome.ingest_url must not contain white space");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * check hook of metronome.api_token: it travels in an HTTP header, so it
+ * must not hold control characters.  The message never quotes the value.
+ */
+static bool
+check_api_token(char **newval, void **extra, GucSource source)
+{
+	const unsigned char *p;
+
+	if (*newval == NULL)
+		return true;
+	for (p = (const unsigned char *) *newval; *p; p++)
+	{
+		if (*p < 0x20 || *p == 0x7f)
+		{
+			GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+			GUC_check_errmsg("metronome.api_token must not contain control characters");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * show hook of metronome.api_token: only superusers see the token.
+ * GUC_SUPERUSER_ONLY alone would still show it to members of
+ * pg_read_all_settings; they see "********" when one is set.
+ */
+static const char *
+show_api_token(void)
+{
+	if (metronome_api_token == NULL || metronome_api_token[0] == '\0')
+		return "";
+	if (IsTransactionState() && superuser())
+		return metronome_api_token;
+	return "********";
+}
+
+/*
+ * Replace each occurrence of secret in *text by "********" (palloc'd copy).
+ */
+static void
+redact(char **text, const char *secret)
+{
+	StringInfoData buf;
+	const char *p;
+	const char *hit;
+	size_t		slen = strlen(secret);
+
+	if (*text == NULL || strstr(*text, secret) == NULL)
+		return;
+	initStringInfo(&buf);
+	p = *text;
+	while ((hit = strstr(p, secret)) != NULL)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, "********");
+		p = hit + slen;
+	}
+	appendStringInfoString(&buf, p);
+	*text = buf.data;
+}
+
+/*
+ * emit_log_hook: scrub the token from every part of a message.
+ */
+static void
+metronome_emit_log_hook(ErrorData *edata)
+{
+	const char *secret = metronome_api_token;
+
+	/* tokens shorter than 4 bytes would redact ordinary words */
+	if (secret != NULL && strlen(secret) >= 4)
+	{
+		redact(&edata->message, secret);
+		redact(&edata->detail, secret);
+		redact(&edata->detail_log, secret);
+		redact(&edata->hint, secret);
+		redact(&edata->context, secret);
+		redact(&edata->internalquery, secret);
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/*
+ * Install the log redaction hook (once per process).
+ */
+void
+MetronomeInstallRedaction(void)
+{
+	static bool installed = false;
+
+	if (installed)
+		return;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = metronome_emit_log_hook;
+	installed = true;
+}
+
+/*
+ * Define every metronome.* setting and reserve the prefix.
+ */
+void
+MetronomeDefineSettings(void)
+{
+	DefineCustomStringVariable("metronome.api_token",
+							   "Metronome API token, sent as a Bearer token.",
+							   "Secret: visible to superusers only, never logged.",
+							   &metronome_api_token,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   check_api_token, NULL, show_api_token);
+
+	DefineCustomStringVariable("metronome.ingest_url",
+							   "URL of Metronome's ingest endpoint.",
+							   "http:// and https:// only.",
+							   &metronome_ingest_url,
+							   "https://api.metronome.com/v1/ingest",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_ingest_url, NULL, NULL);
+
+	DefineCustomStringVariable("metronome.database",
+							   "Database whose outbox the delivery worker ships.",
+							   NULL,
+							   &metronome_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.batch_size",
+							"Events per request to Metronome.",
+							NULL,
+							&metronome_batch_size,
+							100, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.max_inflight",
+							"Requests to Metronome in flight at once.",
+							NULL,
+							&metronome_max_inflight,
+							4, 1, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.poll_interval",
+							"How often an idle worker re-checks for due retries.",
+							"New outbox rows wake the worker at commit.",
+							&metronome_poll_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.request_timeout",
+							"Timeout of one whole request to Metronome.",
+							NULL,
+							&metronome_request_timeout,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.max_backoff",
+							"Cap of the delay between retries.",
+							NULL,
+							&metronome_max_backoff,
+							300000, 10, 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.max_attempts",
+							"Transient failures before a row is marked failed.",
+							"0 retries forever.",
+							&metronome_max_attempts,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.retain_sent",
+							"How long sent rows are kept before the worker deletes them.",
+							"-1 keeps them.",
+							&metronome_retain_sent,
+							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("metronome.enabled",
+							 "Ship outbox rows to Metronome.",
+							 "Off pauses shipping; mapping continues.",
+							 &metronome_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("metronome.on_mapping_error",
+							 "What an event that cannot be mapped does.",
+							 "reject: a metronome_rejected row; error: the INSERT fails.",
+							 &metronome_on_mapping_error,
+							 ON_MAPPING_ERROR_REJECT,
+							 on_mapping_error_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("metronome");
+}

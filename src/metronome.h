@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ *
+ * metronome.h
+ *	  Declarations shared by every part of the metronome extension: the
+ *	  settings (GUCs), the version, and how to find the extension's objects.
+ *
+ * Architecture, by file:
+ *	  metronome.c	_PG_init: settings, secret redaction, worker registration
+ *	  guc.c			the metronome.* settings
+ *	  path.c		lodash-style paths into jsonb (shared by fql.c, mapkit.c)
+ *	  fql.c			Segment's subscription language (FQL): parse, evaluate
+ *	  mapkit.c		Segment's mapping-kit directives: validate, evaluate
+ *	  fields.c		coercion and validation of the five Metronome fields
+ *	  mappings.c	metronome_mappings rows: validation trigger, per-backend cache
+ *	  enqueue.c		the mapping trigger, metronome_enqueue, metronome_map
+ *	  wake.c		waking the delivery worker at commit
+ *	  http.c		the HTTP layer (libcurl multi + json-c), no backend state
+ *	  ship.c		claim / send / mark: one shipping cycle (worker and SQL)
+ *	  worker.c		the background worker
+ *	  status.c		shared-memory state, metronome_status()
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef METRONOME_H
+#define METRONOME_H
+
+#include "postgres.h"
+
+#ifndef METRONOME_VERSION
+#define METRONOME_VERSION "0.1.0"
+#endif
+
+/* values of metronome.on_mapping_error */
+typedef enum MetronomeOnMappingError
+{
+	ON_MAPPING_ERROR_REJECT,	/* write a metronome_rejected row */
+	ON_MAPPING_ERROR_ERROR		/* abort the INSERT */
+} MetronomeOnMappingError;
+
+/* settings, defined in guc.c */
+extern char *metronome_api_token;
+extern char *metronome_ingest_url;
+extern char *metronome_database;
+extern int	metronome_batch_size;		/* events per request, 1..100 */
+extern int	metronome_max_inflight;		/* concurrent requests */
+extern int	metronome_poll_interval;	/* milliseconds */
+extern int	metronome_request_timeout;	/* milliseconds */
+extern int	metronome_max_backoff;		/* milliseconds */
+extern int	metronome_max_attempts;		/* 0 = retry forever */
+extern int	metronome_retain_sent;		/* seconds; -1 keeps sent rows */
+extern bool metronome_enabled;
+extern int	metronome_on_mapping_error; /* MetronomeOnMappingError */
+
+/* guc.c */
+extern void MetronomeDefineSettings(void);
+extern void MetronomeInstallRedaction(void);
+
+/* metronome.c: where the installed extension lives in this database */
+extern Oid	MetronomeSchemaOid(bool missing_ok);
+extern const char *MetronomeSchemaName(void);	/* quoted, for SQL text */
+extern Oid	MetronomeRelid(const char *relname, bool missing_ok);
+
+#endif							/* METRONOME_H */
