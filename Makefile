@@ -19,7 +19,9 @@ REGRESS_OPTS = --inputdir=. --load-extension=metronome
 PG_CONFIG  ?= pg_config
 PKG_CONFIG ?= pkg-config
 
-PG_CPPFLAGS += -Isrc -DMETRONOME_VERSION='"$(EXTVERSION)"' \
+# The server's headers are included as system headers: -Wextra then checks
+# our code without tripping over unused parameters in PostgreSQL's inlines.
+PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc -DMETRONOME_VERSION='"$(EXTVERSION)"' \
                $(shell $(PKG_CONFIG) --cflags libcurl json-c)
 SHLIB_LINK  += $(shell $(PKG_CONFIG) --libs libcurl json-c)
 

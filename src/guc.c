@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "metronome.h"
@@ -54,6 +55,9 @@ check_ingest_url(char **newval, void **extra, GucSource source)
 {
 	const char *url = *newval;
 
+	(void) extra;
+	(void) source;
+
 	if (url == NULL)
 		return true;
 	if (pg_strncasecmp(url, "http://", 7) != 0 &&
@@ -82,6 +86,8 @@ check_api_token(char **newval, void **extra, GucSource source)
 {
 	const unsigned char *p;
 
+	(void) extra;
+	(void) source;
 	if (*newval == NULL)
 		return true;
 	for (p = (const unsigned char *) *newval; *p; p++)
