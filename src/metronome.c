@@ -9,14 +9,21 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "delivery.h"
 #include "fmgr.h"
 #include "metronome.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,6 +44,30 @@ _PG_init(void)
 }
 
 /*
+ * Schema of an extension (PostgreSQL 15 does not export its own helper).
+ */
+static Oid
+extension_schema(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			nsp = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nsp;
+}
+
+/*
  * OID of the schema the extension is installed in; InvalidOid (or an error
  * unless missing_ok) when it is not installed in this database.
  */
@@ -54,7 +85,7 @@ MetronomeSchemaOid(bool missing_ok)
 				 errmsg("extension \"metronome\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION metronome.")));
 	}
-	return get_extension_schema(extoid);
+	return extension_schema(extoid);
 }
 
 /*
