@@ -30,6 +30,7 @@ use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use Test::More ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote);
@@ -109,7 +110,7 @@ sub start_mock
 		}
 		usleep(20_000);
 	}
-	note("mock Metronome on port $port (log $base.jsonl)");
+	Test::More::note("mock Metronome on port $port (log $base.jsonl)");
 	return bless {
 		handle => $h,
 		port => $port,
