@@ -109,6 +109,17 @@ unlike($row, qr/\Q$token\E/,
 $all = $node->safe_psql('postgres', 'SHOW ALL', extra_params => [ '-U', 'reader' ]);
 unlike($all, qr/\Q$token\E/, 'pg_read_all_settings: SHOW ALL does not hold the token');
 
+# A refused token (control character) is not quoted by the error, nor
+# logged with the failing statement.
+my $bad = sprintf('mtk_bad_%08x%08x', rand(2**32), rand(2**32));
+($ret, $out, $err) = $node->psql('postgres',
+	"ALTER SYSTEM SET metronome.api_token = E'$bad\\x01'");
+isnt($ret, 0, 'a token with a control character is refused');
+like($err, qr/must not contain control characters/, 'the error says why');
+unlike($err, qr/\Q$bad\E/, 'the error does not quote the refused token');
+is($node->safe_psql('postgres', "SELECT md5(current_setting('metronome.api_token'))"),
+	$token_md5, 'the previous token stays in force');
+
 # The log: the ALTER SYSTEM statement was logged (log_statement = all), so
 # there was something to leak ...
 my $log = slurp_file($node->logfile, $log_offset);
@@ -117,6 +128,8 @@ like($log, qr/statement: ALTER SYSTEM SET metronome\.api_token/,
 # ... and the token itself never was.
 is_deeply([ lines_with($log, $token) ],
 	[], 'the server log never holds the token');
+is_deeply([ lines_with($log, $bad) ],
+	[], 'nor the refused one');
 
 # ingest_url: http and https only, through ALTER SYSTEM and the config file.
 ($ret, $out, $err) = $node->psql('postgres',
