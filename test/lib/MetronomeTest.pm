@@ -30,10 +30,13 @@ use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use Scalar::Util ();
 use Test::More ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote);
+
+my @mocks;    # weak references to the mocks started, for END
 
 # source_dir(): the top of the source tree (METRONOME_SRC, else two levels
 # above this file).
@@ -110,8 +113,7 @@ sub start_mock
 		}
 		usleep(20_000);
 	}
-	Test::More::note("mock Metronome on port $port (log $base.jsonl)");
-	return bless {
+	my $mock = bless {
 		handle => $h,
 		port => $port,
 		token => $token,
@@ -119,6 +121,20 @@ sub start_mock
 		log => "$base.jsonl",
 		http => HTTP::Tiny->new(timeout => 30, keep_alive => 0),
 	}, 'MetronomeTest::Mock';
+	push @mocks, $mock;
+	Scalar::Util::weaken($mocks[-1]);
+	Test::More::note("mock Metronome on port $port (log $base.jsonl)");
+	return $mock;
+}
+
+# Every mock still running is stopped when the test ends, however it ends.
+END
+{
+	local $?;
+	for my $m (@mocks)
+	{
+		$m->stop if $m;
+	}
 }
 
 # new_node(%opts): a PostgreSQL::Test::Cluster node, initialized and started,
