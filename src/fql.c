@@ -422,13 +422,16 @@ lex_number(const char *text, int len, int i, Token *tok)
 			return;
 		}
 	}
-	if (i < len && (is_key_char(text[i]) || text[i] == '.' || text[i] == '\\'))
+	/* "1.2.3"; a letter may follow, as in "n=1and m=2" */
+	if (i < len && text[i] == '.')
 	{
 		int			j = i;
 
 		while (j < len && (is_key_char(text[j]) || text[j] == '.'))
 			j++;
-		lex_error(tok, start, j, "invalid number", start);
+		lex_error(tok, start, j,
+				  psprintf("invalid number \"%.*s\"", pg_mbcliplen(text + start, j - start, 40), text + start),
+				  start);
 		return;
 	}
 	if (i - start > FQL_MAX_NUMBER_LEN)
@@ -1233,6 +1236,9 @@ parse_primary(FqlParser *p, const char *after)
 		}
 		return parse_comparison(p);
 	}
+	if (tok->type == T_STRING)
+		return fail(p, tok->start, "expected %s, found %s (field paths are not quoted: write properties.plan, or properties[\"odd key\"])",
+					condition_expected(after), describe(p, tok));
 	return fail_tok(p, tok, condition_expected(after));
 }
 
@@ -1363,7 +1369,7 @@ FqlParse(const char *text, char **errmsg, int *errpos)
 
 	lex(&p, 0, &p.tok);
 	if (p.tok.type == T_EOF)
-		fail(&p, p.tok.start, "the subscription is empty: expected a condition such as type = \"track\"");
+		fail(&p, 0, "expected a condition such as type = \"track\", found an empty subscription");
 	else
 	{
 		e = parse_or(&p, NULL);
