@@ -20,9 +20,10 @@
  * is made of letters, digits, "_", "-" and non-ASCII characters; a backslash
  * escapes any other character (properties.product\ 1.price, a\.b is the one
  * key "a.b"); lodash brackets work too: items[0], properties["odd key"].
- * Keywords are lowercase and reserved: and, or, not, true, false, null
- * (escape one to use it as a key: \null).  "contains" and "match" are
- * function names only when "(" follows.
+ * Keywords are lowercase ("AND" is an error that says so) and reserved
+ * where a whole path would be one: and, or, not, true, false, null (write
+ * \null = 1 for a top-level key "null"; properties.null needs no escape).
+ * "contains" and "match" are function names only when "(" follows.
  *
  * Strings are '...' or "..." with the JSON escapes \" \' \\ \/ \b \f \n \r
  * \t \uXXXX; a backslash before any other character is kept as it is, so
@@ -44,8 +45,14 @@
  *				character x itself; case-sensitive
  *	  !contains(p, s), !match(p, g)	the value is a string NOT containing /
  *				matched: like Segment, a missing or non-string value gives
- *				false here, while "not contains(...)" and "!(contains(...))"
- *				are plain logical negations (true on a missing field).
+ *				false here ("! contains(" with a space is the same form),
+ *				while "not contains(...)" and "!(contains(...))" are plain
+ *				logical negations (true on a missing field).
+ *
+ * Where Segment's own parser (destination-subscriptions) differs we follow
+ * segment-semantics.md: any path is allowed and read as written (Segment
+ * reads properties.* from traits on identify/group events), precedence and
+ * nesting are real, !( ) negates, match() is a full glob.
  *
  * Evaluation does not allocate (paths with an array index excepted, see
  * path.c): strings are compared in place in the jsonb buffer, numeric
