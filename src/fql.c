@@ -840,6 +840,7 @@ parse_path(FqlParser *p, const Token *tok)
 	int			nkeys = 0;
 	char	  **keys = palloc(sizeof(char *) * cap);
 	int		   *keylens = palloc(sizeof(int) * cap);
+	MetPath    *path;
 	StringInfoData buf;
 
 	initStringInfo(&buf);
@@ -906,7 +907,13 @@ parse_path(FqlParser *p, const Token *tok)
 		keylens[nkeys] = buf.len;
 		nkeys++;
 	}
-	return PathFromKeys(nkeys, keys, keylens);
+	path = PathFromKeys(nkeys, keys, keylens);	/* copies the keys */
+	while (nkeys > 0)
+		pfree(keys[--nkeys]);
+	pfree(keys);
+	pfree(keylens);
+	pfree(buf.data);
+	return path;
 }
 
 /*
