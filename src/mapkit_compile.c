@@ -28,14 +28,67 @@ typedef struct CompileCtx
 	char	   *err;			/* first error, "loc: message" */
 } CompileCtx;
 
-static MapNode *compile_value(const JsonbValue *v, const char *loc, CompileCtx *cc);
-static void fail(CompileCtx *cc, const char *loc, const char *fmt,...) pg_attribute_printf(3, 4);
+/*
+ * Where a value is in the mapping: a chain of steps up to the root (NULL),
+ * rendered only for an error message.
+ */
+typedef struct Loc
+{
+	const struct Loc *parent;
+	const char *key;			/* member name, or NULL for an index */
+	int			keylen;
+	int			index;
+} Loc;
+
+static MapNode *compile_value(const JsonbValue *v, const Loc *loc, CompileCtx *cc);
+static void fail(CompileCtx *cc, const Loc *loc, const char *fmt,...) pg_attribute_printf(3, 4);
 
 /*
- * Record an error at loc (the first one wins).
+ * Append one step of a location: .key, ["odd key"] for keys that are not
+ * plain words, or [index].
  */
 static void
-fail(CompileCtx *cc, const char *loc, const char *fmt,...)
+append_step(StringInfo buf, const Loc *l, bool first)
+{
+	bool		plain = l->keylen > 0;
+	int			i;
+
+	if (l->key == NULL)
+	{
+		appendStringInfo(buf, "[%d]", l->index);
+		return;
+	}
+	for (i = 0; i < l->keylen && plain; i++)
+	{
+		char		c = l->key[i];
+
+		if (!(isalnum((unsigned char) c) || c == '_' || c == '$' || c == '-' ||
+			  c == '@' || IS_HIGHBIT_SET(c)))
+			plain = false;
+	}
+	if (plain)
+	{
+		if (!first)
+			appendStringInfoChar(buf, '.');
+		appendBinaryStringInfo(buf, l->key, l->keylen);
+		return;
+	}
+	appendStringInfoString(buf, "[\"");
+	for (i = 0; i < l->keylen; i++)
+	{
+		if (l->key[i] == '"' || l->key[i] == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, l->key[i]);
+	}
+	appendStringInfoString(buf, "\"]");
+}
+
+/*
+ * Record an error at loc (the first one wins): "loc: message", or just the
+ * message at the root.
+ */
+static void
+fail(CompileCtx *cc, const Loc *loc, const char *fmt,...)
 {
 	va_list		args;
 	StringInfoData buf;
@@ -43,8 +96,22 @@ fail(CompileCtx *cc, const char *loc, const char *fmt,...)
 	if (cc->err)
 		return;
 	initStringInfo(&buf);
-	if (loc[0])
-		appendStringInfo(&buf, "%s: ", loc);
+	if (loc)
+	{
+		const Loc  *l;
+		const Loc **steps;
+		int			n = 0;
+		int			i;
+
+		for (l = loc; l; l = l->parent)
+			n++;
+		steps = palloc(sizeof(Loc *) * n);
+		for (l = loc, i = n; l; l = l->parent)
+			steps[--i] = l;
+		for (i = 0; i < n; i++)
+			append_step(&buf, steps[i], i == 0);
+		appendStringInfoString(&buf, ": ");
+	}
 	for (;;)
 	{
 		int			needed;
@@ -60,56 +127,39 @@ fail(CompileCtx *cc, const char *loc, const char *fmt,...)
 }
 
 /*
- * Location of a member: loc.key, or loc["odd key"] for keys that are not
- * plain words.
+ * Location of a member.
  */
-static char *
-loc_key(const char *loc, const char *key, int keylen)
+static const Loc *
+loc_key(const Loc *loc, const char *key, int keylen)
 {
-	StringInfoData buf;
-	bool		plain = keylen > 0;
-	int			i;
+	Loc		   *l = palloc(sizeof(Loc));
 
-	for (i = 0; i < keylen && plain; i++)
-	{
-		char		c = key[i];
-
-		if (!(isalnum((unsigned char) c) || c == '_' || c == '$' || c == '-' ||
-			  c == '@' || IS_HIGHBIT_SET(c)))
-			plain = false;
-	}
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, loc);
-	if (plain)
-	{
-		if (loc[0])
-			appendStringInfoChar(&buf, '.');
-		appendBinaryStringInfo(&buf, key, keylen);
-	}
-	else
-	{
-		appendStringInfoString(&buf, "[\"");
-		for (i = 0; i < keylen; i++)
-		{
-			if (key[i] == '"' || key[i] == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, key[i]);
-		}
-		appendStringInfoString(&buf, "\"]");
-	}
-	return buf.data;
+	l->parent = loc;
+	l->key = key;
+	l->keylen = keylen;
+	l->index = -1;
+	return l;
 }
 
-static char *
-loc_str(const char *loc, const char *key)
+static const Loc *
+loc_str(const Loc *loc, const char *key)
 {
 	return loc_key(loc, key, strlen(key));
 }
 
-static char *
-loc_index(const char *loc, int i)
+/*
+ * Location of an array element.
+ */
+static const Loc *
+loc_index(const Loc *loc, int i)
 {
-	return psprintf("%s[%d]", loc, i);
+	Loc		   *l = palloc(sizeof(Loc));
+
+	l->parent = loc;
+	l->key = NULL;
+	l->keylen = 0;
+	l->index = i;
+	return l;
 }
 
 /*
@@ -214,7 +264,7 @@ make_node(MapNodeKind kind)
  * object in messages.
  */
 static bool
-get_args(const JsonbValue *v, const char *dname, const char *loc,
+get_args(const JsonbValue *v, const char *dname, const Loc *loc,
 		 const char *const *names, int nnames, JsonbValue *vals, bool *present,
 		 const char *what, CompileCtx *cc)
 {
@@ -268,7 +318,7 @@ get_args(const JsonbValue *v, const char *dname, const char *loc,
  */
 static bool
 check_length(const JsonbValue *v, const char *dname, const char *key,
-			 int min, int max, const char *loc, CompileCtx *cc)
+			 int min, int max, const Loc *loc, CompileCtx *cc)
 {
 	int			n;
 
@@ -297,7 +347,7 @@ check_length(const JsonbValue *v, const char *dname, const char *key,
  */
 static bool
 check_choice(const JsonbValue *v, const char *dname, const char *key,
-			 const char *a, const char *b, int *which, const char *loc,
+			 const char *a, const char *b, int *which, const Loc *loc,
 			 CompileCtx *cc)
 {
 	if (is_string(v))
@@ -329,7 +379,7 @@ check_choice(const JsonbValue *v, const char *dname, const char *key,
  */
 static bool
 check_string_or_directive(const JsonbValue *v, const char *dname,
-						  const char *key, const char *what, const char *loc,
+						  const char *key, const char *what, const Loc *loc,
 						  CompileCtx *cc)
 {
 	if (is_string(v) || has_directive_key(v, NULL))
@@ -349,7 +399,7 @@ check_string_or_directive(const JsonbValue *v, const char *dname,
  */
 static bool
 check_object_or_directive(const JsonbValue *v, const char *dname,
-						  const char *what, const char *loc, CompileCtx *cc)
+						  const char *what, const Loc *loc, CompileCtx *cc)
 {
 	if (is_object_container(v))
 		return true;
@@ -362,7 +412,7 @@ check_object_or_directive(const JsonbValue *v, const char *dname,
  * Parse a path given literally.
  */
 static MetPath *
-compile_path(const char *s, int len, const char *dname, const char *loc,
+compile_path(const char *s, int len, const char *dname, const Loc *loc,
 			 CompileCtx *cc)
 {
 	char	   *msg;
@@ -378,7 +428,7 @@ compile_path(const char *s, int len, const char *dname, const char *loc,
  * Parse a template placeholder's path (trimmed as Segment trims it).
  */
 static MetPath *
-compile_placeholder(const char *s, int cstart, int clen, const char *loc,
+compile_placeholder(const char *s, int cstart, int clen, const Loc *loc,
 					CompileCtx *cc)
 {
 	const char *p = s + cstart;
@@ -420,7 +470,7 @@ add_part(MapTemplate *t, int *cap, const char *text, int len, MetPath *path)
  * the template without the triple-brace ones.
  */
 static bool
-compile_template(const char *s, int len, const char *loc, MapTemplate *t,
+compile_template(const char *s, int len, const Loc *loc, MapTemplate *t,
 				 CompileCtx *cc)
 {
 	int			cap = 8;
@@ -475,7 +525,7 @@ compile_template(const char *s, int len, const char *loc, MapTemplate *t,
  * @path and @template: a literal string or a directive giving one.
  */
 static MapNode *
-compile_path_or_template(const JsonbValue *v, bool is_template, const char *loc,
+compile_path_or_template(const JsonbValue *v, bool is_template, const Loc *loc,
 						 CompileCtx *cc)
 {
 	const char *dname = is_template ? "@template" : "@path";
@@ -507,12 +557,12 @@ compile_path_or_template(const JsonbValue *v, bool is_template, const char *loc,
  * @if: {exists | blank, then, else}.
  */
 static MapNode *
-compile_if(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_if(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"exists", "blank", "then", "else"};
 	JsonbValue	vals[4];
 	bool		present[4];
-	char	   *dloc = loc_str(loc, "@if");
+	const Loc  *dloc = loc_str(loc, "@if");
 	MapNode    *n;
 
 	if (!get_args(v, "@if", loc, names, 4, vals, present,
@@ -554,7 +604,7 @@ compile_if(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @case: {operator: "lower" | "upper", value}.
  */
 static MapNode *
-compile_case(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_case(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"operator", "value"};
 	JsonbValue	vals[2];
@@ -594,7 +644,7 @@ compile_case(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * replacement2}.
  */
 static MapNode *
-compile_replace(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_replace(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"value", "pattern", "replacement",
 	"ignorecase", "global", "pattern2", "replacement2"};
@@ -668,9 +718,9 @@ compile_replace(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @arrayPath: [path or directive, item shape].
  */
 static MapNode *
-compile_arraypath(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_arraypath(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
-	char	   *dloc = loc_str(loc, "@arrayPath");
+	const Loc  *dloc = loc_str(loc, "@arrayPath");
 	JsonbValue *src;
 	JsonbValue *shape = NULL;
 	int			size;
@@ -731,7 +781,7 @@ compile_arraypath(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @json: {mode: "encode" | "decode", value}.
  */
 static MapNode *
-compile_json(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_json(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"mode", "value"};
 	JsonbValue	vals[2];
@@ -770,7 +820,7 @@ compile_json(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @flatten: {value, separator (default "."), omitArrays}.
  */
 static MapNode *
-compile_flatten(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_flatten(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"value", "separator", "omitArrays"};
 	JsonbValue	vals[3];
@@ -808,13 +858,13 @@ compile_flatten(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @merge: {objects: [object or directive, ...], direction: "left" | "right"}.
  */
 static MapNode *
-compile_merge(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_merge(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"objects", "direction"};
 	JsonbValue	vals[2];
 	bool		present[2];
 	int			which;
-	char	   *oloc;
+	const Loc  *oloc;
 	MapNode    *n;
 	int			i;
 
@@ -847,7 +897,7 @@ compile_merge(const JsonbValue *v, const char *loc, CompileCtx *cc)
 	for (i = 0; i < n->u.merge.n; i++)
 	{
 		JsonbValue *e = getIthJsonbValueFromContainer(vals[0].val.binary.data, i);
-		char	   *eloc = loc_index(oloc, i);
+		const Loc  *eloc = loc_index(oloc, i);
 
 		if (!is_object_container(e))
 		{
@@ -866,12 +916,12 @@ compile_merge(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * @transform: {apply: mapping, mapping: mapping}.
  */
 static MapNode *
-compile_transform(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_transform(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	static const char *const names[] = {"apply", "mapping"};
 	JsonbValue	vals[2];
 	bool		present[2];
-	char	   *dloc = loc_str(loc, "@transform");
+	const Loc  *dloc = loc_str(loc, "@transform");
 	MapNode    *n;
 	int			i;
 
@@ -905,7 +955,7 @@ compile_transform(const JsonbValue *v, const char *loc, CompileCtx *cc)
  */
 static MapNode *
 compile_directive(const char *name, int namelen, const JsonbValue *v,
-				  const char *loc, CompileCtx *cc)
+				  const Loc *loc, CompileCtx *cc)
 {
 #define IS(s) ((size_t) namelen == strlen(s) && memcmp(name, s, namelen) == 0)
 	if (IS("@path"))
@@ -958,7 +1008,7 @@ compile_directive(const char *name, int namelen, const JsonbValue *v,
  * A plain object, or a directive object.
  */
 static MapNode *
-compile_object(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_object(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	JsonbContainer *jc = v->val.binary.data;
 	int			size = JsonContainerSize(jc);
@@ -1045,7 +1095,7 @@ compile_object(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * A plain array: its elements are mapping values.
  */
 static MapNode *
-compile_array(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_array(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
 	JsonbContainer *jc = v->val.binary.data;
 	int			size = JsonContainerSize(jc);
@@ -1082,9 +1132,13 @@ compile_array(const JsonbValue *v, const char *loc, CompileCtx *cc)
  * Compile any mapping value.
  */
 static MapNode *
-compile_value(const JsonbValue *v, const char *loc, CompileCtx *cc)
+compile_value(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 {
-	check_stack_depth();
+	if (stack_is_too_deep())
+	{
+		fail(cc, NULL, "the mapping is nested too deeply");
+		return NULL;
+	}
 
 	if (v->type != jbvBinary)
 		return make_const(v, true);
@@ -1107,7 +1161,7 @@ MapkitCompile(Jsonb *mapping, char **errmsg)
 	*errmsg = NULL;
 	memcpy(copy, mapping, VARSIZE(mapping));
 	JsonbDocToValue(copy, &root);
-	n = compile_value(&root, "", &cc);
+	n = compile_value(&root, NULL, &cc);
 	if (n == NULL)
 	{
 		*errmsg = cc.err ? cc.err : pstrdup("invalid mapping value");

@@ -177,14 +177,27 @@ set_string(JsonbValue *out, char *s, int len, const char *dname, EvalCtx *ec)
 
 /*
  * Append the value of a placeholder's path (undefined and null are empty).
+ * False when the value is nested too deeply to render.
  */
-static void
+static bool
 append_placeholder(StringInfo buf, const MetPath *path, const JsonbValue *root)
 {
 	JsonbValue	v;
 
 	if (root && PathGet(path, root, &v))
-		JsAppendString(buf, &v);
+		return JsAppendString(buf, &v);
+	return true;
+}
+
+/*
+ * The error for a value nested deeper than the stack (or MAPKIT_MAX_DEPTH)
+ * allows; an error of this event, not of the statement.
+ */
+static bool
+too_deep(EvalCtx *ec, const char *dname)
+{
+	ec->err = psprintf("%s: the value is nested too deeply", dname);
+	return false;
 }
 
 /*
@@ -192,7 +205,7 @@ append_placeholder(StringInfo buf, const MetPath *path, const JsonbValue *root)
  * now: braces 3 for {{{path}}}, 2 for {{path}}.  A placeholder whose path
  * does not parse renders as empty, like a missing value.
  */
-static void
+static bool
 render_pass(const char *s, int len, int braces, const JsonbValue *root,
 			StringInfo out)
 {
@@ -214,11 +227,12 @@ render_pass(const char *s, int len, int braces, const JsonbValue *root,
 		appendBinaryStringInfo(out, s + from, ms - from);
 		JsTrim(&p, &plen);
 		path = PathParse(p, plen, &msg, &pos);
-		if (path)
-			append_placeholder(out, path, root);
+		if (path && !append_placeholder(out, path, root))
+			return false;
 		from = me;
 	}
 	appendBinaryStringInfo(out, s + from, len - from);
+	return true;
 }
 
 /*
@@ -237,7 +251,10 @@ eval_template(const MapTemplate *t, const JsonbValue *root, JsonbValue *out,
 		const TemplatePart *p = &t->parts[i];
 
 		if (p->path)
-			append_placeholder(&buf, p->path, root);
+		{
+			if (!append_placeholder(&buf, p->path, root))
+				return too_deep(ec, "@template");
+		}
 		else
 			appendBinaryStringInfo(&buf, p->text, p->len);
 	}
@@ -246,7 +263,8 @@ eval_template(const MapTemplate *t, const JsonbValue *root, JsonbValue *out,
 		StringInfoData second;
 
 		initStringInfo(&second);
-		render_pass(buf.data, buf.len, 2, root, &second);
+		if (!render_pass(buf.data, buf.len, 2, root, &second))
+			return too_deep(ec, "@template");
 		pfree(buf.data);
 		buf = second;
 	}
@@ -264,9 +282,10 @@ eval_template_dyn(const char *s, int len, const JsonbValue *root,
 	StringInfoData second;
 
 	initStringInfo(&first);
-	render_pass(s, len, 3, root, &first);
 	initStringInfo(&second);
-	render_pass(first.data, first.len, 2, root, &second);
+	if (!render_pass(s, len, 3, root, &first) ||
+		!render_pass(first.data, first.len, 2, root, &second))
+		return too_deep(ec, "@template");
 	pfree(first.data);
 	return set_string(out, second.data, second.len, "@template", ec);
 }
@@ -418,7 +437,7 @@ eval_replace(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 		return false;
 	initStringInfo(&src);
 	if (defined && (v.type == jbvString || v.type == jbvNumeric || v.type == jbvBool))
-		JsAppendString(&src, &v);
+		(void) JsAppendString(&src, &v);	/* a scalar: cannot fail */
 	else
 		return set_string(out, pstrdup(""), 0, "@replace", ec);
 
@@ -512,7 +531,8 @@ eval_json(const MapNode *n, const JsonbValue *root, JsonbValue *out, EvalCtx *ec
 		return true;
 	}
 	initStringInfo(&buf);
-	JsAppendJson(&buf, &v);
+	if (!JsAppendJson(&buf, &v))
+		return too_deep(ec, "@json");
 	return set_string(out, buf.data, buf.len, "@json", ec);
 }
 
@@ -559,19 +579,20 @@ pairlist_add(PairList *pl, const char *key, int keylen, const JsonbValue *v)
  * their leaves gathered under "prefix<sep>key" ("key" while the prefix is
  * empty); empty containers leave nothing; anything else is a leaf.
  */
-static void
+static bool
 flatten_into(PairList *pl, const JsonbValue *v, const char *prefix, int plen,
 			 const MapNode *n)
 {
 	JsonbValue	exp;
 	int			i;
 
-	check_stack_depth();
+	if (stack_is_too_deep())
+		return false;
 	CHECK_FOR_INTERRUPTS();
 	if (!(MapkitIsObject(v) || (!n->u.flatten.omit_arrays && MapkitIsArray(v))))
 	{
 		pairlist_add(pl, prefix, plen, v);
-		return;
+		return true;
 	}
 	MapkitExpand(v, &exp);
 	if (exp.type == jbvArray)
@@ -582,9 +603,10 @@ flatten_into(PairList *pl, const JsonbValue *v, const char *prefix, int plen,
 											  n->u.flatten.seplen, n->u.flatten.sep, i)
 				: psprintf("%d", i);
 
-			flatten_into(pl, &exp.val.array.elems[i], key, strlen(key), n);
+			if (!flatten_into(pl, &exp.val.array.elems[i], key, strlen(key), n))
+				return false;
 		}
-		return;
+		return true;
 	}
 	for (i = 0; i < exp.val.object.nPairs; i++)
 	{
@@ -607,8 +629,10 @@ flatten_into(PairList *pl, const JsonbValue *v, const char *prefix, int plen,
 			key = p->key.val.string.val;
 			klen = p->key.val.string.len;
 		}
-		flatten_into(pl, &p->value, key, klen, n);
+		if (!flatten_into(pl, &p->value, key, klen, n))
+			return false;
 	}
+	return true;
 }
 
 /*
@@ -623,7 +647,10 @@ eval_flatten(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	PairList	pl = {0};
 
 	if (eval(n->u.flatten.value, root, &v, ec))
-		flatten_into(&pl, &v, "", 0, n);
+	{
+		if (!flatten_into(&pl, &v, "", 0, n))
+			return too_deep(ec, "@flatten");
+	}
 	else if (ec->err)
 		return false;
 	MapkitFinishObject(pl.pairs, pl.n, NULL, out);
@@ -720,15 +747,17 @@ eval_transform(const MapNode *n, const JsonbValue *root, JsonbValue *out,
  * Drop the null members of an object, and of the objects inside it
  * (arrays are left as they are).
  */
-static void
-clean_nulls(const JsonbValue *v, JsonbValue *out)
+static bool
+clean_nulls(const JsonbValue *v, JsonbValue *out, int depth)
 {
 	JsonbValue	exp;
 	JsonbPair  *pairs;
 	int			k = 0;
 	int			i;
 
-	check_stack_depth();
+	if (depth > MAPKIT_MAX_DEPTH || stack_is_too_deep())
+		return false;
+	CHECK_FOR_INTERRUPTS();
 	MapkitExpand(v, &exp);
 	pairs = palloc(sizeof(JsonbPair) * Max(exp.val.object.nPairs, 1));
 	for (i = 0; i < exp.val.object.nPairs; i++)
@@ -740,7 +769,10 @@ clean_nulls(const JsonbValue *v, JsonbValue *out)
 		pairs[k].key = p->key;
 		pairs[k].order = k;
 		if (MapkitIsObject(&p->value))
-			clean_nulls(&p->value, &pairs[k].value);
+		{
+			if (!clean_nulls(&p->value, &pairs[k].value, depth + 1))
+				return false;
+		}
 		else
 			pairs[k].value = p->value;
 		k++;
@@ -748,6 +780,7 @@ clean_nulls(const JsonbValue *v, JsonbValue *out)
 	out->type = jbvObject;
 	out->val.object.pairs = pairs;
 	out->val.object.nPairs = k;
+	return true;
 }
 
 /*
@@ -762,7 +795,10 @@ eval_exclude_null(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	if (!eval(n->u.arg, root, &v, ec) || v.type == jbvNull)
 		return false;
 	if (MapkitIsObject(&v))
-		clean_nulls(&v, out);
+	{
+		if (!clean_nulls(&v, out, 1))
+			return too_deep(ec, "@excludeWhenNull");
+	}
 	else
 		*out = v;
 	return true;
@@ -775,7 +811,11 @@ eval_exclude_null(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 static bool
 eval(const MapNode *n, const JsonbValue *root, JsonbValue *out, EvalCtx *ec)
 {
-	check_stack_depth();
+	if (stack_is_too_deep())
+	{
+		ec->err = pstrdup("the mapping is nested too deeply");
+		return false;
+	}
 
 	switch (n->kind)
 	{

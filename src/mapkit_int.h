@@ -32,6 +32,13 @@
 /* Segment's limit on @replace patterns and replacements (UTF-16 units) */
 #define MAPKIT_MAX_PATTERN_LENGTH 10
 
+/*
+ * Deepest nesting of the in-memory values built from data (@json decode,
+ * @excludeWhenNull): deeper values are refused, so turning a result into
+ * jsonb never runs out of stack.
+ */
+#define MAPKIT_MAX_DEPTH 1000
+
 typedef enum MapNodeKind
 {
 	MN_CONST,					/* a value known at compile time */
@@ -162,9 +169,9 @@ extern JsonbValue *MapkitFinishObject(JsonbPair *pairs, int n, bool *drop,
 /* mapkit_js.c */
 extern const char *JsTypeName(const JsonbValue *v);
 extern void JsAppendNumber(StringInfo out, Numeric num);
-extern void JsAppendString(StringInfo out, const JsonbValue *v);
+extern bool JsAppendString(StringInfo out, const JsonbValue *v);
 extern bool JsLooseEqualsEmpty(const JsonbValue *v);
-extern void JsAppendJson(StringInfo out, const JsonbValue *v);
+extern bool JsAppendJson(StringInfo out, const JsonbValue *v);
 extern bool JsJsonParse(const char *s, int len, JsonbValue *out);
 extern void JsReplace(StringInfo out, const char *s, int slen,
 					  const char *pat, int patlen,

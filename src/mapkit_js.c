@@ -156,32 +156,37 @@ JsAppendNumber(StringInfo out, Numeric num)
 
 /*
  * Append the elements of an array joined with "," (Array.prototype.join):
- * null elements are empty, objects are "[object Object]".
+ * null elements are empty, objects are "[object Object]".  False when the
+ * value is nested too deeply for the stack.
  */
-static void
+static bool
 js_append_array(StringInfo out, const JsonbValue *arr)
 {
 	JsonbValue	exp;
 	int			i;
 
-	check_stack_depth();
 	MapkitExpand(arr, &exp);
 	for (i = 0; i < exp.val.array.nElems; i++)
 	{
 		if (i > 0)
 			appendStringInfoChar(out, ',');
-		JsAppendString(out, &exp.val.array.elems[i]);
+		if (!JsAppendString(out, &exp.val.array.elems[i]))
+			return false;
 	}
+	return true;
 }
 
 /*
  * Append String(v) the way a template placeholder shows it: null is empty
  * (Segment renders `value ?? ""`), a number as JavaScript writes it, an
- * object "[object Object]", an array its elements joined with ",".
+ * object "[object Object]", an array its elements joined with ",".  False
+ * when the value is nested too deeply for the stack.
  */
-void
+bool
 JsAppendString(StringInfo out, const JsonbValue *v)
 {
+	if (stack_is_too_deep())
+		return false;
 	switch (v->type)
 	{
 		case jbvNull:
@@ -197,11 +202,11 @@ JsAppendString(StringInfo out, const JsonbValue *v)
 			break;
 		default:
 			if (MapkitIsArray(v))
-				js_append_array(out, v);
-			else
-				appendStringInfoString(out, "[object Object]");
+				return js_append_array(out, v);
+			appendStringInfoString(out, "[object Object]");
 			break;
 	}
+	return true;
 }
 
 /*
@@ -216,28 +221,33 @@ numeric_is_zero(Numeric num)
 
 /*
  * Does String(array) give ""?  Only for [], and for a single element that
- * is null, "" or such an array ([[]], [[null]]).
+ * is null, "" or such an array ([[]], [[null]]).  Walks down iteratively.
  */
 static bool
 js_array_string_is_empty(const JsonbValue *arr)
 {
-	JsonbValue	exp;
-	const JsonbValue *e;
+	JsonbValue	cur = *arr;
 
-	check_stack_depth();
-	MapkitExpand(arr, &exp);
-	if (exp.val.array.nElems == 0)
-		return true;
-	if (exp.val.array.nElems > 1)
-		return false;			/* at least a "," */
-	e = &exp.val.array.elems[0];
-	if (e->type == jbvNull)
-		return true;
-	if (e->type == jbvString)
-		return e->val.string.len == 0;
-	if (MapkitIsArray(e))
-		return js_array_string_is_empty(e);
-	return false;				/* numbers, booleans, "[object Object]" */
+	for (;;)
+	{
+		JsonbValue	exp;
+		const JsonbValue *e;
+
+		CHECK_FOR_INTERRUPTS();
+		MapkitExpand(&cur, &exp);
+		if (exp.val.array.nElems == 0)
+			return true;
+		if (exp.val.array.nElems > 1)
+			return false;		/* at least a "," */
+		e = &exp.val.array.elems[0];
+		if (e->type == jbvNull)
+			return true;
+		if (e->type == jbvString)
+			return e->val.string.len == 0;
+		if (!MapkitIsArray(e))
+			return false;		/* numbers, booleans, "[object Object]" */
+		cur = *e;
+	}
 }
 
 /*
@@ -319,30 +329,32 @@ js_append_quoted(StringInfo out, const char *s, int len)
 
 /*
  * Append JSON.stringify(v): compact, no spaces.  Object keys come in
- * jsonb's order (the event's original order is not kept by jsonb).
+ * jsonb's order (the event's original order is not kept by jsonb).  False
+ * when the value is nested too deeply for the stack.
  */
-void
+bool
 JsAppendJson(StringInfo out, const JsonbValue *v)
 {
 	JsonbValue	exp;
 	int			i;
 
-	check_stack_depth();
+	if (stack_is_too_deep())
+		return false;
 	CHECK_FOR_INTERRUPTS();
 	switch (v->type)
 	{
 		case jbvNull:
 			appendStringInfoString(out, "null");
-			return;
+			return true;
 		case jbvString:
 			js_append_quoted(out, v->val.string.val, v->val.string.len);
-			return;
+			return true;
 		case jbvNumeric:
 			JsAppendNumber(out, v->val.numeric);
-			return;
+			return true;
 		case jbvBool:
 			appendStringInfoString(out, v->val.boolean ? "true" : "false");
-			return;
+			return true;
 		default:
 			break;
 	}
@@ -354,7 +366,8 @@ JsAppendJson(StringInfo out, const JsonbValue *v)
 		{
 			if (i > 0)
 				appendStringInfoChar(out, ',');
-			JsAppendJson(out, &exp.val.array.elems[i]);
+			if (!JsAppendJson(out, &exp.val.array.elems[i]))
+				return false;
 		}
 		appendStringInfoChar(out, ']');
 	}
@@ -369,10 +382,12 @@ JsAppendJson(StringInfo out, const JsonbValue *v)
 				appendStringInfoChar(out, ',');
 			js_append_quoted(out, p->key.val.string.val, p->key.val.string.len);
 			appendStringInfoChar(out, ':');
-			JsAppendJson(out, &p->value);
+			if (!JsAppendJson(out, &p->value))
+				return false;
 		}
 		appendStringInfoChar(out, '}');
 	}
+	return true;
 }
 
 /* State of JsJsonParse's semantic actions */
@@ -514,6 +529,43 @@ jp_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
+ * How deeply the brackets of JSON text nest (brackets inside strings do not
+ * count).  JSON.parse gives up on text nested deeper than its stack allows,
+ * and so do we, before parsing, at MAPKIT_MAX_DEPTH.
+ */
+static int
+js_json_depth(const char *s, int len)
+{
+	int			depth = 0;
+	int			max = 0;
+	bool		instr = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (instr)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				instr = false;
+		}
+		else if (c == '"')
+			instr = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > max)
+				max = depth;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return max;
+}
+
+/*
  * JSON.parse(s): true and the parsed value in *out, or false when s is not
  * JSON (Segment's @json decode then returns the text unchanged).  Text that
  * jsonb cannot hold (\u0000, numbers out of numeric's range) counts as not
@@ -525,6 +577,9 @@ JsJsonParse(const char *s, int len, JsonbValue *out)
 	JsonLexContext *lex;
 	JsonSemAction sem;
 	JsParse		jp;
+
+	if (js_json_depth(s, len) > MAPKIT_MAX_DEPTH)
+		return false;
 
 	memset(&jp, 0, sizeof(jp));
 	memset(&sem, 0, sizeof(sem));
