@@ -132,13 +132,12 @@ for ((r = 1; r <= RUNS; r++)); do
 	A+=("$(echo "$t1 $t2" | awk '{ printf "%.3f", $1 + $2 }')")
 	reset_tables
 	B+=("$(bench_time "INSERT INTO segment_events (event) SELECT event FROM staging ORDER BY i")")
+	# the mapping must have done its job: one outbox row per event
+	mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox")
+	[ "$mapped" -eq "$EVENTS" ] || mt_die "(b) mapped $mapped of $EVENTS events"
 	reset_tables
 	C+=("$(bench_time "INSERT INTO pl_events (event) SELECT event FROM staging ORDER BY i")")
 done
-
-# the mapping must have done its job in (b): one outbox row per event
-mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox")
-[ "$mapped" -eq "$EVENTS" ] || mt_die "(b) mapped $mapped of $EVENTS events"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ta=$(median "${A[@]}")
