@@ -953,17 +953,17 @@ async def serve(mock, args):
     server = await loop.create_server(lambda: Connection(mock, loop),
                                       "127.0.0.1", args.port, backlog=512,
                                       reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     port = server.sockets[0].getsockname()[1]
-    sys.stdout.write("PORT %d\n" % port)
-    sys.stdout.flush()
     if args.port_file:
         tmp = args.port_file + ".tmp%d" % os.getpid()
         with open(tmp, "w") as fh:
             fh.write("%d\n" % port)
         os.replace(tmp, args.port_file)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    sys.stdout.write("PORT %d\n" % port)
+    sys.stdout.flush()
     await stop.wait()
     server.close()
 
