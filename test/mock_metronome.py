@@ -44,6 +44,11 @@ Control endpoints (no token needed; JSON answers):
                    null), "status" (answered; null when dropped), "fault"
                    (the script entry used, or null)}.  ?since=SEQ gives only
                    those with seq > SEQ.
+  GET  /_wait?unique_events=N[&requests=M...][&timeout=S]
+                   answers once every named /_stats counter is >= its value,
+                   or after S seconds (default 10, at most 120): the /_stats
+                   object plus "reached": true|false.  For tests that wait
+                   for a delivery instead of sleeping.
   GET  /_faults    the current faults (same format as below).
   POST /_faults    set faults (JSON object below); answers the current faults.
   DELETE /_faults  clear every fault (same as POST {"clear": true}).
@@ -105,7 +110,8 @@ Command line:
   per ingest request: {"time", "method", "path", "headers" (masked), "auth",
   "body" (parsed JSON when it parses, else the text), "status", "fault"}.
   --max-recorded caps the requests kept for /_requests and /_events (default
-  20000; counters and dedup stay exact beyond it).  SIGTERM/SIGINT stop it
+  10000, i.e. up to 1,000,000 events; counters and dedup stay exact beyond
+  it).  SIGTERM/SIGINT stop it
   cleanly (exit status 0).
 
 Implementation: one asyncio event loop with a hand-written HTTP/1.1 protocol
@@ -796,11 +802,22 @@ class Connection(asyncio.Protocol):
             if ingest:
                 ans = self.mock.ingest(method, path, headers, raw)
                 if ans["delay"] > 0:
-                    self.busy = True
-                    self.transport.pause_reading()
-                    self.loop.call_later(ans["delay"], self.finish, ans, close)
+                    self.defer(ans["delay"], self.finish, ans, close)
                     return
-                self.finish(ans, close, resume=False)
+                self.finish(ans, close)
+            elif path == "/_wait" and method == "GET":
+                query = dict(p.partition("=")[::2] for p in qs.split("&") if p)
+                try:
+                    want = {k: float(v) for k, v in query.items()}
+                    timeout = min(want.pop("timeout", 10.0), 120.0)
+                    if not set(want) <= set(self.mock.stats()):
+                        raise ValueError("unknown counter(s): %s" % ", ".join(
+                            sorted(set(want) - set(self.mock.stats()))))
+                except ValueError as e:
+                    self.simple(400, {"message": "Bad request: %s" % e}, close)
+                    continue
+                if not self.wait_poll(want, time.monotonic() + timeout, close):
+                    return
             elif path.startswith("/_"):
                 query = dict(p.partition("=")[::2] for p in qs.split("&") if p)
                 try:
@@ -810,6 +827,41 @@ class Connection(asyncio.Protocol):
                 self.simple(st, obj, close)
             else:
                 self.simple(404, {"message": "Not found: %s" % path}, close)
+
+    def defer(self, delay, fn, *args):
+        """Run fn(*args) after delay seconds, holding later requests back."""
+        self.busy = True
+        self.transport.pause_reading()
+        self.loop.call_later(delay, self.resume_after, fn, args)
+
+    def resume_after(self, fn, args):
+        """The end of a deferral: run fn, then go on with the buffer."""
+        try:
+            self.busy = False
+            fn(*args)           # may defer again (busy once more)
+            if not self.closed and not self.busy:
+                self.transport.resume_reading()
+                if self.buf:
+                    self.process()
+        except Exception as e:  # never let a bad request kill the loop
+            print("mock_metronome: internal error: %r" % e, file=sys.stderr)
+            if not self.closed:
+                self.transport.abort()
+                self.closed_by_us()
+
+    def wait_poll(self, want, deadline, close):
+        """Answer /_wait once every counter in want is reached or at deadline.
+
+        Returns True when answered now, False when deferred.
+        """
+        stats = self.mock.stats()
+        reached = all(stats[k] >= v for k, v in want.items())
+        if reached or time.monotonic() >= deadline:
+            stats["reached"] = reached
+            self.simple(200, stats, close)
+            return True
+        self.defer(0.01, self.wait_poll, want, deadline, close)
+        return False
 
     def parse_head(self, text):
         """Parse a request head into self.head; answers 400 and closes if bad."""
@@ -879,8 +931,8 @@ class Connection(asyncio.Protocol):
             return "keep-alive" not in conn
         return "close" in conn
 
-    def finish(self, ans, close, resume=True):
-        """Send (or drop) an ingest answer, then go on with the buffer."""
+    def finish(self, ans, close):
+        """Send (or drop) an ingest answer."""
         self.mock.inflight -= 1
         if self.closed:
             return
@@ -899,11 +951,6 @@ class Connection(asyncio.Protocol):
             self.closed_by_us()
             return
         self.send(ans["status"], ans["body"], ans["headers"], close)
-        if resume and not self.closed:
-            self.busy = False
-            self.transport.resume_reading()
-            if self.buf:
-                self.process()
 
 
 def parse_args(argv):
@@ -925,7 +972,7 @@ def parse_args(argv):
                    metavar="ID", help="400 for batches holding this id")
     p.add_argument("--max-future-hours", type=float, default=24.0,
                    help="refuse timestamps further ahead (default 24)")
-    p.add_argument("--max-recorded", type=int, default=20000,
+    p.add_argument("--max-recorded", type=int, default=10000,
                    help="requests kept for /_requests and /_events")
     return p.parse_args(argv)
 

@@ -275,13 +275,15 @@ class IngestValidation(MockTestCase):
                          ["wrong", "missing", "wrong", "wrong", "wrong", "ok"])
 
     def test_dedup_counted(self):
-        self.assertEqual(self.post([event("d1"), event("d2")])[0], 200)
+        # A duplicate within one batch, then across batches.
+        self.assertEqual(self.post([event("d1"), event("d2"),
+                                    event("d1")])[0], 200)
         self.assertEqual(self.post([event("d2"), event("d3"),
                                     event("d3")])[0], 200)
         self.assertEqual(self.post([event("d1"), event("d2")])[0], 200)
         s = self.stats()
         self.assertEqual((s["requests"], s["events"], s["unique_events"],
-                          s["duplicates"]), (3, 7, 3, 4))
+                          s["duplicates"]), (3, 8, 3, 5))
         ids = [e["transaction_id"] for e in self.control("GET", "/_events")[1]]
         self.assertEqual(ids, ["d1", "d2", "d3"])
         # /_reset forgets them.
@@ -465,6 +467,32 @@ class Faults(MockTestCase):
         self.assertError(401, self.post([event("a")], token="wrong"))
 
 
+class Waiting(MockTestCase):
+    """GET /_wait answers when counters are reached, or at its timeout."""
+
+    def test_wait_for_events(self):
+        def later():
+            time.sleep(0.3)
+            self.post([event("w1"), event("w2")])
+        th = threading.Thread(target=later)
+        t = time.monotonic()
+        th.start()
+        st, s = self.control("GET", "/_wait?unique_events=2&timeout=5")
+        th.join()
+        self.assertEqual(st, 200)
+        self.assertTrue(s["reached"])
+        self.assertEqual(s["unique_events"], 2)
+        self.assertGreaterEqual(time.monotonic() - t, 0.25)
+        t = time.monotonic()
+        st, s = self.control("GET", "/_wait?unique_events=3&requests=1"
+                             "&timeout=0.3")
+        self.assertFalse(s["reached"])
+        self.assertGreaterEqual(time.monotonic() - t, 0.25)
+        st, s = self.control("GET", "/_wait?bogus=1")
+        self.assertEqual(st, 400)
+        self.assertIn("bogus", s["message"])
+
+
 class Connections(MockTestCase):
     """HTTP behaviour: keep-alive, pipelining, Expect, chunked, bad clients."""
 
@@ -519,6 +547,18 @@ class Connections(MockTestCase):
                 self.request_bytes(json.dumps([event("pl-2")]).encode()))
         got = self.raw_exchange(reqs, 3)
         self.assertEqual([g[0] for g in got], [200, 400, 200])
+
+    def test_pipelined_behind_a_delayed_answer(self):
+        self.faults(script=[{"delay": 0.3}, 503])
+        reqs = (self.request_bytes(json.dumps([event("pd-1")]).encode()) +
+                self.request_bytes(json.dumps([event("pd-2")]).encode()) +
+                self.request_bytes(json.dumps([event("pd-3")]).encode()))
+        t = time.monotonic()
+        got = self.raw_exchange(reqs, 3)
+        self.assertGreaterEqual(time.monotonic() - t, 0.25)
+        self.assertEqual([g[0] for g in got], [200, 503, 200])
+        ids = [e["transaction_id"] for e in self.control("GET", "/_events")[1]]
+        self.assertEqual(ids, ["pd-1", "pd-3"])
 
     def test_expect_100_continue(self):
         body = json.dumps([event("ex-%d" % i) for i in range(20)]).encode()
