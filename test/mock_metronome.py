@@ -130,7 +130,9 @@ import asyncio
 import collections
 import datetime
 import http
+import itertools
 import json
+import operator
 import os
 import re
 import signal
@@ -148,10 +150,15 @@ EVENT_KEYS = frozenset(("transaction_id", "customer_id", "event_type",
                         "timestamp", "properties"))
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?"
                      r"(?:[Zz]|[+-]\d\d:\d\d)\Z", re.ASCII)
-TS_ONE = (r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T"
+TS_ONE = (r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T"
           r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z")
 TS_BATCH = re.compile(r"(?:%s\n)*%s\Z" % (TS_ONE, TS_ONE), re.ASCII)
 fromisoformat = datetime.datetime.fromisoformat
+GET4 = operator.itemgetter("transaction_id", "customer_id", "event_type",
+                           "timestamp")
+GET_PROPS = operator.methodcaller("get", "properties", {})
+contains = operator.contains
+repeat = itertools.repeat
 
 
 class BadRequest(Exception):
@@ -253,12 +260,10 @@ def check_fast(batch, limit19, good_dates):
     if type(batch) is not list or not 0 < len(batch) <= MAX_EVENTS:
         return None
     try:
-        txs = [ev["transaction_id"] for ev in batch]
-        cids = [ev["customer_id"] for ev in batch]
-        ets = [ev["event_type"] for ev in batch]
-        tss = [ev["timestamp"] for ev in batch]
-        props = [ev["properties"] for ev in batch if "properties" in ev]
-        # str.join raises TypeError unless every item is a string.
+        # The getter raises TypeError on anything but a dict (JSON gives no
+        # other mapping) and KeyError on a missing field; str.join raises
+        # TypeError unless every item is a string.
+        txs, cids, ets, tss = zip(*map(GET4, batch))
         "".join(txs)
         "".join(cids)
         "".join(ets)
@@ -266,14 +271,15 @@ def check_fast(batch, limit19, good_dates):
     except (KeyError, TypeError):
         return None
     n = len(batch)
-    if type(batch[0]) is not dict or set(map(type, batch)) != {dict}:
-        return None
-    if sum(map(len, batch)) != 4 * n + len(props):      # no unknown keys
-        return None
-    if props and set(map(type, props)) != {dict}:
-        return None
-    if min(map(len, txs)) == 0 or max(map(len, txs)) > MAX_TXID or \
-            min(map(len, cids)) == 0 or min(map(len, ets)) == 0:
+    extra = sum(map(len, batch)) - 4 * n
+    if extra:
+        # Only "properties" may be there besides the four, as an object.
+        if sum(map(contains, batch, repeat("properties", n))) != extra:
+            return None
+        if set(map(type, map(GET_PROPS, batch))) != {dict}:
+            return None
+    if "" in txs or "" in cids or "" in ets or \
+            max(map(len, txs)) > MAX_TXID:
         return None
     if TS_BATCH.match(joined) is None or max(tss)[:19] >= limit19:
         return None

@@ -638,6 +638,62 @@ class Connections(MockTestCase):
         self.assertEqual(len(later), 1)
 
 
+class FastPathAgreement(unittest.TestCase):
+    """The mock's quick whole-batch check never accepts what the full one refuses."""
+
+    def test_random_batches(self):
+        import importlib.util
+        import random
+        spec = importlib.util.spec_from_file_location("mock_metronome", MOCK)
+        mm = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mm)
+        rnd = random.Random(int(os.environ.get("MOCK_TEST_SEED", "20240601")))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamps = ["2021-07-10T05:37:11.000Z", "2021-07-10T05:37:11Z",
+                  "2021-02-29T00:00:00Z", "2024-02-29T23:59:59.9Z",
+                  "2021-04-31T00:00:00Z", "2021-04-30T00:00:00Z",
+                  "2021-00-10T00:00:00Z", "2021-07-10T24:00:00Z",
+                  "2021-07-10T05:60:00Z", "2021-07-10 05:37:11Z",
+                  "2021-07-10T05:37:11+01:00", "0000-01-01T00:00:00Z",
+                  "2021-07-10T05:37:11.Z", "2021-07-10T05:37:11.0000000000Z",
+                  "\u0661021-07-10T05:37:11Z", iso(now),
+                  iso(now + datetime.timedelta(hours=23, minutes=59)),
+                  iso(now + datetime.timedelta(hours=24, seconds=1)),
+                  iso(now + datetime.timedelta(days=400))]
+        values = ["", "x", "y" * 128, "z" * 129, 0, 1.5, None, True, [], {}]
+        m = mm.Mock(mm.parse_args([]))
+        agree = fast_ok = 0
+        for _ in range(3000):
+            n = rnd.choice([0, 1, 2, 5, 100, 101])
+            batch = []
+            for i in range(n):
+                ev = event("t%d" % i, timestamp=rnd.choice(stamps[:2]))
+                if rnd.random() < 0.05:
+                    ev["timestamp"] = rnd.choice(stamps)
+                if rnd.random() < 0.02:
+                    del ev[rnd.choice(list(ev))]
+                if rnd.random() < 0.02:
+                    ev[rnd.choice(list(mm.EVENT_KEYS) + ["other"])] = \
+                        rnd.choice(values)
+                if rnd.random() < 0.005:
+                    ev = rnd.choice(values + ["str", 5])
+                batch.append(ev)
+            fast = mm.check_fast(batch, m.limit19(), m.good_dates)
+            try:
+                mm.validate_batch(batch, m.max_future)
+                full = True
+            except mm.BadRequest:
+                full = False
+            if fast is not None:
+                fast_ok += 1
+                self.assertTrue(full, batch)
+                self.assertEqual(list(fast),
+                                 [e["transaction_id"] for e in batch])
+            agree += 1
+        # The quick check does take the common case.
+        self.assertGreater(fast_ok, 300)
+
+
 class CommandLine(unittest.TestCase):
     """Faults from the command line, --port-file, /_reset, signals."""
 
