@@ -531,6 +531,9 @@ class Mock:
                 parsed = DECODER.decode(text)
             except ValueError as e:
                 raise BadRequest("Request body is not valid JSON: %s" % e)
+            except RecursionError:
+                raise BadRequest("Request body is not valid JSON: nested "
+                                 "too deeply")
             if isinstance(parsed, list):
                 nevents = len(parsed)
         except BadRequest as e:
@@ -824,7 +827,11 @@ class Connection(asyncio.Protocol):
             close = self.wants_close(version, headers)
             path, _, qs = target.partition("?")
             if ingest:
-                ans = self.mock.ingest(method, path, headers, raw)
+                try:
+                    ans = self.mock.ingest(method, path, headers, raw)
+                except Exception:
+                    self.mock.inflight -= 1
+                    raise
                 if ans["delay"] > 0:
                     self.defer(ans["delay"], self.finish, ans, close)
                     return
@@ -833,7 +840,9 @@ class Connection(asyncio.Protocol):
                 query = dict(p.partition("=")[::2] for p in qs.split("&") if p)
                 try:
                     want = {k: float(v) for k, v in query.items()}
-                    timeout = min(want.pop("timeout", 10.0), 120.0)
+                    timeout = want.pop("timeout", 10.0)
+                    if not 0 <= timeout <= 120:
+                        raise ValueError("timeout must be 0 to 120 seconds")
                     if not set(want) <= set(self.mock.stats()):
                         raise ValueError("unknown counter(s): %s" % ", ".join(
                             sorted(set(want) - set(self.mock.stats()))))
@@ -1041,7 +1050,11 @@ async def serve(mock, args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    mock = Mock(args)
+    try:
+        mock = Mock(args)
+    except OSError as e:
+        print("mock_metronome: cannot open the log: %s" % e, file=sys.stderr)
+        return 2
     try:
         mock.initial_faults = initial_faults(args)
         mock.reset()

@@ -181,7 +181,9 @@ class IngestValidation(MockTestCase):
         self.assertError(400, self.post(b'"text"'))
         self.assertError(400, self.post(b'[NaN]'))
         self.assertError(400, self.post([event("a"), 5]))
-        self.assertEqual(self.stats()["by_status"], {"400": 5})
+        self.assertError(400, self.post(b"[" * 100000 + b"]" * 100000))
+        self.assertEqual(self.stats()["by_status"], {"400": 6})
+        self.assertEqual(self.stats()["inflight"], 0)
 
     def test_100_events_ok_101_refused(self):
         self.assertEqual(self.post([event("a%d" % i) for i in range(100)])[0],
@@ -489,6 +491,8 @@ class Waiting(MockTestCase):
                              "&timeout=0.3")
         self.assertFalse(s["reached"])
         self.assertGreaterEqual(time.monotonic() - t, 0.25)
+        st, s = self.control("GET", "/_wait?requests=1&timeout=nan")
+        self.assertEqual(st, 400)
         st, s = self.control("GET", "/_wait?bogus=1")
         self.assertEqual(st, 400)
         self.assertIn("bogus", s["message"])
