@@ -129,18 +129,19 @@ block other connections and clients dropping connections are harmless.
 Speed (test/bench/mock.sh on this 2-core machine; the client, 2 processes x
 2 keep-alive connections, shares the cores; 100 events of ~370 bytes per
 request, 37 KB bodies, every transaction_id new):
-  python3 = pyenv 3.11.7 (PATH of root here):
-    1,380 requests/s = 138,000 events/s on an idle machine (1.4x the 1,000
-    requests/s target); ~700-840 us of mock CPU per request, so about 1,200
-    to 1,400 requests/s per core it has to itself.  With other sessions
-    loading the machine (load average 2 to 3) it measured 860 to 1,160.
-  /usr/bin/python3 = Debian's 3.11 (an optimized build, used by non-root
-  users here):
-    1,780 requests/s = 178,000 events/s idle (1.8x), 1,540 to 1,680 loaded;
-    ~500-600 us of CPU per request.
-  gzip bodies and --log cost 5 to 10 % more CPU per request.  About 60 % of
-  the time is json decoding the body, which the mock cannot skip.  The
-  extension's own benchmark (500 requests/s) keeps it 35 to 45 % busy.
+  python3 = pyenv 3.11.7 (first in root's PATH here):
+    1,380 requests/s = 138,000 events/s with the machine otherwise idle (1.4x
+    the 1,000 requests/s target).  With other sessions loading the 2 cores
+    (load average 2 to 4) it measured 860 to 1,160 requests/s; its CPU time
+    was 700 to 840 us per request, i.e. 1,200 to 1,400 requests/s for each
+    core it gets to itself.
+  /usr/bin/python3 = Debian's 3.11 (an optimized build; what non-root users
+  such as test/run.sh's get here):
+    1,780 requests/s = 178,000 events/s idle (1.8x); 1,400 to 1,680 loaded;
+    500 to 600 us of CPU per request.
+  gzip bodies and --log cost 5 to 15 % more CPU per request.  About 60 % of
+  the time is json-decoding the body, which the mock cannot skip.  At the
+  extension benchmark's 500 requests/s the mock is 30 to 45 % busy.
 """
 
 import argparse
