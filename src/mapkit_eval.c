@@ -877,7 +877,18 @@ MapkitEval(const MapNode *node, Jsonb *event, char **errmsg)
 		return NULL;
 	}
 	if (eval(node, &root, res, &ec))
+	{
+		if (res->type == jbvObject || res->type == jbvArray)
+		{
+			/* built in memory: hand it out as a jsonb container */
+			Jsonb	   *j = MapkitResultToJsonb(res);
+
+			res->type = jbvBinary;
+			res->val.binary.data = &j->root;
+			res->val.binary.len = VARSIZE(j) - VARHDRSZ;
+		}
 		return res;
+	}
 	pfree(res);
 	*errmsg = ec.err;
 	return NULL;
