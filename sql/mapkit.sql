@@ -121,6 +121,7 @@ SELECT label, metronome_evaluate(jsonb_build_object('@path', p), e) AS result
   ) t(label, p);
 SELECT metronome_evaluate('{"@path": ""}', '{"a": 1}') AS empty_path,
        metronome_evaluate('{"@path": "$."}', '{"a": 1}') AS dollar_dot,
+       metronome_evaluate('{"@path": "."}', '{"a": 1}') AS dot,
        metronome_evaluate('{"@path": "$.a"}', '[1]') AS event_not_an_object,
        metronome_evaluate('{"@path": "[0]"}', '["first"]') AS index_of_an_array_event;
 -- A directive may give the path: {"@path": {"@path": "$.which"}}.
@@ -149,6 +150,7 @@ SELECT label, metronome_evaluate(jsonb_build_object('@template', t), e) AS resul
     ('brackets in a placeholder', '{{properties.items[1].sku}} {{properties["weird key"]["it''s"]}}'),
     ('empty braces are text', '{{}}'),
     ('blank placeholder is the whole event', '{{ }}'),
+    ('so is a dot', '{{.}}'),
     ('unclosed', '{{event} and {{event'),
     ('brace inside', '{{{event}}')
   ) t(label, t);

@@ -422,7 +422,7 @@ compile_path(const char *s, int len, const char *dname, const Loc *loc,
 {
 	char	   *msg;
 	int			pos;
-	MetPath    *p = PathParse(s, len, &msg, &pos);
+	MetPath    *p = MapkitPathParse(s, len, &msg, &pos);
 
 	if (p == NULL)
 		fail(cc, loc, "%s: %s (at character %d)", dname, msg, pos + 1);
@@ -443,7 +443,7 @@ compile_placeholder(const char *s, int cstart, int clen, const Loc *loc,
 	MetPath    *path;
 
 	JsTrim(&p, &len);
-	path = PathParse(p, len, &msg, &pos);
+	path = MapkitPathParse(p, len, &msg, &pos);
 	if (path == NULL)
 		fail(cc, loc, "@template: placeholder \"%.*s\": %s", clen, s + cstart, msg);
 	return path;

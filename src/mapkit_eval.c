@@ -106,6 +106,18 @@ MapkitExpand(const JsonbValue *v, JsonbValue *out)
 	}
 }
 
+/*
+ * Parse a path as Segment's get() reads it: PathParse, plus "." (and
+ * "$..", which Segment's "$." stripping turns into ".") for the whole value.
+ */
+MetPath *
+MapkitPathParse(const char *text, int len, char **errmsg, int *errpos)
+{
+	if ((len == 1 && text[0] == '.') || (len == 3 && memcmp(text, "$..", 3) == 0))
+		return PathParse("", 0, errmsg, errpos);
+	return PathParse(text, len, errmsg, errpos);
+}
+
 /* qsort comparator for MapkitFinishObject: by key, then by position */
 static int
 pair_cmp(const void *a, const void *b)
@@ -226,7 +238,7 @@ render_pass(const char *s, int len, int braces, const JsonbValue *root,
 		CHECK_FOR_INTERRUPTS();
 		appendBinaryStringInfo(out, s + from, ms - from);
 		JsTrim(&p, &plen);
-		path = PathParse(p, plen, &msg, &pos);
+		path = MapkitPathParse(p, plen, &msg, &pos);
 		if (path && !append_placeholder(out, path, root))
 			return false;
 		from = me;
@@ -315,7 +327,7 @@ eval_dynamic(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	if (n->kind == MN_TEMPLATE_DYN)
 		return eval_template_dyn(s.val.string.val, s.val.string.len, root, out, ec);
 
-	path = PathParse(s.val.string.val, s.val.string.len, &msg, &pos);
+	path = MapkitPathParse(s.val.string.val, s.val.string.len, &msg, &pos);
 	if (path == NULL)
 	{
 		ec->err = psprintf("@path: %s (at character %d)", msg, pos + 1);

@@ -160,6 +160,7 @@ struct MapNode
 };
 
 /* mapkit_eval.c */
+extern MetPath *MapkitPathParse(const char *text, int len, char **errmsg, int *errpos);
 extern bool MapkitIsObject(const JsonbValue *v);
 extern bool MapkitIsArray(const JsonbValue *v);
 extern void MapkitExpand(const JsonbValue *v, JsonbValue *out);
