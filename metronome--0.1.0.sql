@@ -55,7 +55,7 @@ COMMENT ON TABLE metronome_mappings IS
 -- What is to be sent, and what was sent.
 CREATE TABLE metronome_outbox (
     id              bigserial PRIMARY KEY,
-    transaction_id  text NOT NULL UNIQUE,
+    transaction_id  text COLLATE "C" NOT NULL UNIQUE,   -- an identifier: compared byte by byte
     customer_id     text NOT NULL,
     event_type      text NOT NULL,
     "timestamp"     timestamptz NOT NULL,
@@ -204,7 +204,10 @@ BEGIN
       INTO per_row
       FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
-    EXECUTE format('DROP TRIGGER IF EXISTS metronome_map ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                WHERE tgrelid = tbl AND tgname = 'metronome_map') THEN
+        EXECUTE format('DROP TRIGGER metronome_map ON %s', tbl);
+    END IF;
     IF per_row THEN
         EXECUTE format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION %s(%s)',
@@ -228,7 +231,12 @@ LANGUAGE plpgsql
 SET search_path = @extschema@, pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS metronome_map ON %s', tbl);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = tbl AND tgname = 'metronome_map') THEN
+        RAISE EXCEPTION 'relation % has no trigger metronome_map', tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER metronome_map ON %s', tbl);
 END;
 $$;
 COMMENT ON FUNCTION metronome_detach(regclass) IS

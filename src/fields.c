@@ -104,7 +104,9 @@ FieldCoerceText(MetField field, const JsonbValue *v, text **out)
 			return psprintf("%s must be a string, not %s", name, json_type_name(v));
 	}
 
-	if (field == FIELD_TRANSACTION_ID)
+	/* characters, not bytes; no need to count when the bytes are few */
+	if (field == FIELD_TRANSACTION_ID &&
+		VARSIZE_ANY_EXHDR(*out) > MAX_TRANSACTION_ID_CHARS)
 	{
 		int			nchars = pg_mbstrlen_with_len(VARDATA_ANY(*out),
 												  VARSIZE_ANY_EXHDR(*out));
@@ -276,11 +278,11 @@ FieldCoerceTimestamp(const JsonbValue *v, TimestampTz now, TimestampTz *out)
 		double		usecs;
 
 		/* epoch milliseconds, truncated toward zero like JavaScript's Date */
-		if (!isfinite(ms))
-			return psprintf("timestamp %s is out of range", txt);
 		usecs = (trunc(ms) - (double) UNIX_TO_PG_EPOCH_MS) * 1000.0;
-		if (usecs < (double) MIN_TIMESTAMP || usecs >= (double) END_TIMESTAMP)
-			return psprintf("timestamp %s is out of range", txt);
+		if (!isfinite(ms) ||
+			usecs < (double) MIN_TIMESTAMP || usecs >= (double) END_TIMESTAMP)
+			return psprintf("timestamp %.*s%s is out of range (a number is epoch milliseconds)",
+							32, txt, strlen(txt) > 32 ? "..." : "");
 		ts = (TimestampTz) usecs;
 	}
 	else
