@@ -118,7 +118,7 @@ MapkitPathParse(const char *text, int len, char **errmsg, int *errpos)
 	return PathParse(text, len, errmsg, errpos);
 }
 
-/* qsort comparator for MapkitFinishObject: by key, then by position */
+/* qsort comparator for finish_object: by key, then by position */
 static int
 pair_cmp(const void *a, const void *b)
 {
@@ -141,8 +141,8 @@ pair_cmp(const void *a, const void *b)
  * last assignment of a key wins, and a key whose last assignment was
  * undefined (drop[i], when drop is given) is left out.
  */
-JsonbValue *
-MapkitFinishObject(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
+static void
+finish_object(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
 {
 	JsonbPair  *res = palloc(sizeof(JsonbPair) * Max(n, 1));
 	int			nres = 0;
@@ -167,7 +167,6 @@ MapkitFinishObject(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
 	out->type = jbvObject;
 	out->val.object.pairs = res;
 	out->val.object.nPairs = nres;
-	return out;
 }
 
 /*
@@ -665,7 +664,7 @@ eval_flatten(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	}
 	else if (ec->err)
 		return false;
-	MapkitFinishObject(pl.pairs, pl.n, NULL, out);
+	finish_object(pl.pairs, pl.n, NULL, out);
 	return true;
 }
 
@@ -720,7 +719,7 @@ eval_merge(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 							 &exp.val.object.pairs[j].value);
 		}
 	}
-	MapkitFinishObject(pl.pairs, pl.n, pl.drop, out);
+	finish_object(pl.pairs, pl.n, pl.drop, out);
 	return true;
 }
 
