@@ -207,13 +207,13 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS metronome_map ON %s', tbl);
     IF per_row THEN
         EXECUTE format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION %s.metronome_map_trigger(%s)',
+                       'FOR EACH ROW EXECUTE FUNCTION %s(%s)',
                        tbl, trigfn,
                        coalesce(quote_literal(event_column), ''));
     ELSE
         EXECUTE format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'REFERENCING NEW TABLE AS metronome_new '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION %s.metronome_map_trigger(%s)',
+                       'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
                        tbl, trigfn,
                        coalesce(quote_literal(event_column), ''));
     END IF;

@@ -203,14 +203,20 @@ MetronomeDefineSettings(void)
 							   GUC_SUPERUSER_ONLY,
 							   check_ingest_url, NULL, NULL);
 
-	DefineCustomStringVariable("metronome.database",
-							   "Database whose outbox the delivery worker ships.",
-							   NULL,
-							   &metronome_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while the library is
+	 * preloaded (elsewhere PostgreSQL raises FATAL); without preloading
+	 * there is no worker for it to configure.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("metronome.database",
+								   "Database whose outbox the delivery worker ships.",
+								   NULL,
+								   &metronome_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("metronome.batch_size",
 							"Events per request to Metronome.",

@@ -1,0 +1,331 @@
+/*-------------------------------------------------------------------------
+ *
+ * mappings.c
+ *	  The metronome_mappings table: validation of rows at INSERT/UPDATE, and
+ *	  the per-backend cache of compiled mappings.
+ *
+ * Mappings are parsed once: the first event a backend maps loads every
+ * enabled row, compiles its FQL subscription and its five mapping values,
+ * and prepares the SPI plans that write the outbox.  The cache follows
+ * changes: a statement-level trigger on metronome_mappings sends a relcache
+ * invalidation for the table, which reaches this backend at the next
+ * command (same transaction) and other backends when the change commits;
+ * the relcache callback then marks the cache stale.  Dropping and
+ * re-creating the extension invalidates it the same way.
+ *
+ * A stale set is not freed at once (a caller may still be using it); it is
+ * retired and freed at the end of the transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mapping.h"
+#include "metronome.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(metronome_mappings_validate);
+PG_FUNCTION_INFO_V1(metronome_mappings_changed);
+
+/* columns of metronome_mappings holding the five mapping values, in
+ * MetField order */
+static const char *const field_columns[NUM_FIELDS] = {
+	"transaction_id", "customer_id", "timestamp", "event_type", "properties"
+};
+
+static MappingSet *current_set = NULL;
+static bool current_valid = false;
+static List *retired_contexts = NIL;	/* in TopMemoryContext */
+static bool callbacks_registered = false;
+
+/*
+ * Relcache callback: a change to one of the extension's tables (or a
+ * reset of the whole relcache) makes the cache stale.
+ */
+static void
+mappings_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (current_set == NULL)
+		return;
+	if (relid == InvalidOid ||
+		relid == current_set->mappings_relid ||
+		relid == current_set->outbox_relid ||
+		relid == current_set->rejected_relid)
+		current_valid = false;
+}
+
+/*
+ * End of transaction: free retired mapping sets.
+ */
+static void
+mappings_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	(void) arg;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if (retired_contexts == NIL)
+		return;
+	foreach(lc, retired_contexts)
+		MemoryContextDelete((MemoryContext) lfirst(lc));
+	list_free(retired_contexts);
+	retired_contexts = NIL;
+}
+
+/*
+ * Compile one mapping row's subscription and fields into m.  Returns NULL
+ * or an error message naming the column (and position, for FQL).
+ */
+static char *
+compile_mapping(CompiledMapping *m, const char *subscription, Jsonb **fields)
+{
+	char	   *msg = NULL;
+	int			pos = 0;
+	int			f;
+
+	m->subscription = FqlParse(subscription, &msg, &pos);
+	if (m->subscription == NULL)
+		return psprintf("invalid subscription at position %d: %s", pos, msg);
+	for (f = 0; f < NUM_FIELDS; f++)
+	{
+		m->fields[f] = MapkitCompile(fields[f], &msg);
+		if (m->fields[f] == NULL)
+			return psprintf("invalid mapping in column \"%s\": %s",
+							field_columns[f], msg);
+	}
+	return NULL;
+}
+
+/*
+ * Prepare and keep an SPI plan.
+ */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Load every enabled mapping (SPI must be connected).
+ */
+static MappingSet *
+load_mappings(void)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	MappingSet *set;
+	const char *schema;
+	char	   *sql;
+	uint64		i;
+	Oid			outbox_types[6] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
+	Oid			rejected_types[3] = {TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
+
+	cxt = AllocSetContextCreate(CacheMemoryContext, "metronome mappings",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	set = palloc0(sizeof(MappingSet));
+	set->context = cxt;
+	set->schema = MetronomeSchemaOid(false);
+	set->mappings_relid = MetronomeRelid("metronome_mappings", false);
+	set->outbox_relid = MetronomeRelid("metronome_outbox", false);
+	set->rejected_relid = MetronomeRelid("metronome_rejected", false);
+	schema = MetronomeSchemaName();
+	MemoryContextSwitchTo(old);
+
+	sql = psprintf("SELECT name, subscription, transaction_id, customer_id, "
+				   "\"timestamp\", event_type, properties "
+				   "FROM %s.metronome_mappings WHERE enabled ORDER BY id",
+				   schema);
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read metronome_mappings");
+
+	MemoryContextSwitchTo(cxt);
+	set->nmappings = (int) SPI_processed;
+	set->mappings = palloc0(sizeof(CompiledMapping) * Max(set->nmappings, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		CompiledMapping *m = &set->mappings[i];
+		Jsonb	   *fields[NUM_FIELDS];
+		bool		isnull;
+		int			f;
+
+		m->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		for (f = 0; f < NUM_FIELDS; f++)
+			fields[f] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3 + f, &isnull));
+		m->invalid = compile_mapping(m,
+									 TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+									 fields);
+	}
+
+	set->insert_outbox = keep_plan(psprintf(
+											"INSERT INTO %s.metronome_outbox "
+											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+											"SELECT * FROM pg_catalog.unnest($1, $2, $3, $4, $5, $6) "
+											"ON CONFLICT (transaction_id) DO NOTHING",
+											schema), 6, outbox_types);
+	set->insert_rejected = keep_plan(psprintf(
+											  "INSERT INTO %s.metronome_rejected (mapping, event, error) "
+											  "SELECT * FROM pg_catalog.unnest($1, $2, $3)",
+											  schema), 3, rejected_types);
+	MemoryContextSwitchTo(old);
+	return set;
+}
+
+/*
+ * The current mapping set, (re)loaded when stale.
+ */
+MappingSet *
+MappingsGet(void)
+{
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(mappings_relcache_callback, (Datum) 0);
+		RegisterXactCallback(mappings_xact_callback, NULL);
+		callbacks_registered = true;
+	}
+
+	if (current_set != NULL && current_valid)
+		return current_set;
+
+	if (current_set != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		SPI_freeplan(current_set->insert_outbox);
+		SPI_freeplan(current_set->insert_rejected);
+		retired_contexts = lappend(retired_contexts, current_set->context);
+		MemoryContextSwitchTo(old);
+		current_set = NULL;
+	}
+
+	/* mark valid before loading: an invalidation during the load wins */
+	current_valid = true;
+	current_set = load_mappings();
+	return current_set;
+}
+
+/*
+ * BEFORE INSERT OR UPDATE trigger on metronome_mappings: refuse a row whose
+ * subscription or mapping values are invalid, saying which column and why;
+ * keep updated_at current.
+ */
+Datum
+metronome_mappings_validate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	CompiledMapping m;
+	Jsonb	   *fields[NUM_FIELDS];
+	char	   *name;
+	char	   *subscription;
+	char	   *msg = NULL;
+	int			pos = 0;
+	int			f;
+	bool		isnull;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("metronome_mappings_validate() must be a BEFORE ROW trigger")));
+
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	desc = trigdata->tg_relation->rd_att;
+
+	name = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "name"));
+	subscription = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "subscription"));
+	if (name == NULL || subscription == NULL)
+		return PointerGetDatum(tuple);	/* NOT NULL constraints will say so */
+
+	/* compile into a throw-away context: this only validates */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "metronome validate",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+
+	memset(&m, 0, sizeof(m));
+	m.subscription = FqlParse(subscription, &msg, &pos);
+	if (m.subscription == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid subscription for mapping \"%s\": %s", name, msg),
+				 errdetail("Column \"subscription\", at character %d of: %s", pos, subscription),
+				 errhint("A subscription is Segment FQL, for example: type = \"track\" and event = \"API Call\".")));
+
+	for (f = 0; f < NUM_FIELDS; f++)
+	{
+		Datum		d = SPI_getbinval(tuple, desc, SPI_fnumber(desc, field_columns[f]), &isnull);
+
+		if (isnull)
+			continue;			/* NOT NULL constraints will say so */
+		fields[f] = DatumGetJsonbP(d);
+		if (MapkitCompile(fields[f], &msg) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid mapping for column \"%s\" of mapping \"%s\": %s",
+							field_columns[f], name, msg),
+					 errdetail("The value is: %s",
+							   JsonbToCString(NULL, &fields[f]->root, VARSIZE(fields[f]))),
+					 errhint("A mapping value is a directive such as {\"@path\": \"$.context.groupId\"}, or plain JSON taken literally.")));
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		int			attnum = SPI_fnumber(desc, "updated_at");
+
+		if (attnum > 0)
+		{
+			Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+			bool		nulls = false;
+
+			tuple = heap_modify_tuple_by_cols(tuple, desc, 1, &attnum, &now, &nulls);
+		}
+	}
+	return PointerGetDatum(tuple);
+}
+
+/*
+ * AFTER ... FOR EACH STATEMENT trigger on metronome_mappings: every
+ * backend's cache of compiled mappings is stale.
+ */
+Datum
+metronome_mappings_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("metronome_mappings_changed() must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# test/run.sh: the test command of pg_metronome.  CI runs it through .ci/run.
+#
+# Usage: test/run.sh [--only SUITE]... [--keep] [-v] [NAME]...
+#
+#   --only SUITE  run only this suite; repeatable.  SUITE is one of
+#                 regress    pg_regress over sql/*.sql (expected/*.out)
+#                 tap        TAP tests test/t/*.pl (PostgreSQL::Test::Cluster)
+#                 isolation  isolation specs test/isolation/specs/*.spec
+#                 python     Python unit tests test/test_*.py (unittest)
+#                 fuzz       test/fuzz/run.sh --smoke, when that script exists
+#   NAME          run only the tests whose name contains NAME (a regress
+#                 test, a TAP file or spec without extension, a Python
+#                 module); several NAMEs select the union.
+#   --keep        keep the work directory (build, install, logs) and print it
+#   -v            verbose TAP output (every assertion)
+#
+# Examples: test/run.sh --only regress          test/run.sh 001_settings
+#           test/run.sh --only tap --only python --keep
+#
+# What it does, started as root or as a plain user, from any checkout:
+#   1. finds pg_config (PG_CONFIG, else pg_config in PATH) and the packages
+#      the build and tests need; as root installs the missing ones with
+#      apt-get, as a plain user prints what to install and exits 1;
+#   2. as root: creates the OS user "pgmetronome" (PostgreSQL refuses to run
+#      as root) and re-runs itself as that user;
+#   3. copies the source tree (no .git, no build products) into a private
+#      work directory, builds it with -Wall -Wextra -Werror, and installs it
+#      into a relocated copy of the server under <workdir>/tmp_install,
+#      whose bindir comes first in PATH (nothing is installed system-wide);
+#   4. runs the suites, each against its own temporary server:
+#      regress    pg_regress --temp-instance with the Makefile's REGRESS and
+#                 REGRESS_OPTS, so it matches `make installcheck` on a plain
+#                 server: the library is NOT preloaded and the extension is
+#                 created by --load-extension=metronome before the tests
+#                 (a test that drops it must re-create it before it ends).
+#                 test/regress.conf, if present, is added to the server's
+#                 configuration.  Run with --no-locale --encoding=UTF8.
+#      tap        each test/t/*.pl with TAP::Harness; PERL5LIB holds the
+#                 server's src/test/perl and test/lib (MetronomeTest.pm);
+#                 PG_REGRESS, TESTDIR (logs in <src>/tmp_check/log) and
+#                 METRONOME_SRC are set.
+#      isolation  pg_isolation_regress --temp-instance over every spec in
+#                 test/isolation/specs (expected in test/isolation/expected),
+#                 with --load-extension=metronome; test/isolation/isolation.conf,
+#                 if present, is added to the server's configuration.
+#      python     python3 -m unittest -v over test/test_*.py (from test/).
+#      fuzz       bash test/fuzz/run.sh --smoke, if that file exists.
+#   5. on failure prints regression.diffs, the failing TAP tests' regress_log
+#      and server log tails, and the isolation diffs;
+#   6. ends with exactly one line "N passed, N failed".
+#
+# What is counted: one per pg_regress test, one per TAP assertion (a TAP
+# file that fails without a failing assertion, e.g. it died, counts one
+# failure), one per isolation spec, one per Python test case, one for the
+# fuzz smoke run, one failure for a build or install that fails.  Skipped
+# TAP assertions or Python tests count as failures: a test that cannot run
+# must not pass silently.  A suite that has tests but ran none fails.
+#
+# Exit status: 0 when nothing failed, 1 otherwise.
+
+set -uo pipefail
+
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/common.sh
+. "$ROOT_DIR/test/lib/common.sh"
+
+ALL_SUITES="regress tap isolation python fuzz"
+ONLY=""
+KEEP=0
+VERBOSE=0
+FILTERS=()
+ORIG_ARGS=("$@")
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--only)
+			[ $# -ge 2 ] || mt_die "--only needs a suite: $ALL_SUITES"
+			case " $ALL_SUITES " in
+				*" $2 "*) ONLY="$ONLY $2" ;;
+				*) mt_die "unknown suite '$2' (one of: $ALL_SUITES)" ;;
+			esac
+			shift 2 ;;
+		--only=*)
+			set -- --only "${1#--only=}" "${@:2}" ;;
+		--keep) KEEP=1; shift ;;
+		-v|--verbose) VERBOSE=1; shift ;;
+		-h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-*) mt_die "unknown option $1 (see $0 --help)" ;;
+		*) FILTERS+=("$1"); shift ;;
+	esac
+done
+[ -n "$ONLY" ] || ONLY=" $ALL_SUITES"
+
+mt_find_pg_config
+mt_ensure_packages
+
+# Root: hand over to the unprivileged user, in a private copy of the tree.
+if [ "$(id -u)" -eq 0 ]; then
+	mt_ensure_user
+	mt_new_workdir pg_metronome_test
+	mt_run_as_user "$MT_SRC/test/run.sh" "${ORIG_ARGS[@]}"
+	rc=$?
+	if [ "$KEEP" -eq 1 ]; then
+		echo "kept: $MT_WORKDIR (owned by $MT_USER)" >&2
+	else
+		rm -rf "$MT_WORKDIR"
+	fi
+	exit $rc
+fi
+
+# Plain user: the work directory is the one root made for us, or our own.
+if [ -n "${MT_WORKDIR:-}" ] && [ "$ROOT_DIR" = "$MT_WORKDIR/src" ]; then
+	MT_SRC=$ROOT_DIR
+	OWN_WORKDIR=0
+else
+	mt_new_workdir pg_metronome_test
+	OWN_WORKDIR=1
+fi
+cleanup()
+{
+	if [ "$OWN_WORKDIR" -eq 1 ]; then
+		if [ "$KEEP" -eq 1 ]; then
+			echo "kept: $MT_WORKDIR" >&2
+		else
+			rm -rf "$MT_WORKDIR"
+		fi
+	fi
+}
+trap cleanup EXIT
+cd "$MT_SRC" || mt_die "cannot cd to $MT_SRC"
+
+PASSED=0
+FAILED=0
+FAILED_SUITES=""
+RAN=0
+pass() { PASSED=$((PASSED + $1)); }
+fail() { FAILED=$((FAILED + $1)); case " $FAILED_SUITES " in *" $2 "*) ;; *) FAILED_SUITES="$FAILED_SUITES $2" ;; esac; }
+
+summary()
+{
+	if [ -n "$FAILED_SUITES" ]; then
+		echo "failed:$FAILED_SUITES"
+	fi
+	echo "$PASSED passed, $FAILED failed"
+	[ "$FAILED" -eq 0 ] && [ -z "$FAILED_SUITES" ]
+	exit $?
+}
+
+want_suite() { case "$ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# select NAME...: print the names that match the filters (all without any)
+select_names()
+{
+	local n f
+	for n in "$@"; do
+		if [ ${#FILTERS[@]} -eq 0 ]; then
+			echo "$n"
+			continue
+		fi
+		for f in "${FILTERS[@]}"; do
+			case "$n" in *"$f"*) echo "$n"; break ;; esac
+		done
+	done
+}
+
+# print_tail FILE N: a titled tail of a log file
+print_tail()
+{
+	[ -f "$1" ] || return 0
+	echo "----- tail -n $2 $1"
+	tail -n "$2" "$1"
+	echo "-----"
+}
+
+# make_var NAME: the value of a variable of the Makefile (after PGXS)
+make_var()
+{
+	make --no-print-directory -s PG_CONFIG="$PGC" -f Makefile -f - "print-$1" <<'EOF'
+print-%:
+	@echo '$($*)'
+EOF
+}
+
+######################################################################
+# Build and install
+######################################################################
+mt_log "build ($PGC, PostgreSQL $PG_MAJOR) in $MT_SRC"
+if ! mt_build; then
+	echo "build failed"
+	fail 1 build
+	summary
+fi
+mt_log "install into $MT_WORKDIR/tmp_install"
+if ! mt_install_tmp; then
+	fail 1 install
+	summary
+fi
+PG_REGRESS=$PG_PGXSDIR/test/regress/pg_regress
+PG_ISOLATION_REGRESS=$PG_PGXSDIR/test/isolation/pg_isolation_regress
+export METRONOME_SRC=$MT_SRC
+
+######################################################################
+# (a) pg_regress: sql/*.sql against expected/*.out
+######################################################################
+# count_pg_regress OUTPUT: print "OK BAD", the tests pg_regress reported
+# as ok and as failed (PostgreSQL 15's "test x ... ok" lines, or the TAP-like
+# "ok 1 - x" lines of 16 and later)
+count_pg_regress()
+{
+	local ok bad
+	ok=$(grep -cE '^(test +|     *)[^ ]+ +\.\.\. ok|^ok [0-9]+ +[-+] ' "$1")
+	bad=$(grep -cE '^(test +|     *)[^ ]+ +\.\.\. FAILED|^not ok [0-9]+ ' "$1")
+	echo "$ok $bad"
+}
+
+if want_suite regress && [ -d sql ]; then
+	mapfile -t all < <(make_var REGRESS | tr ' ' '\n' | sed '/^$/d')
+	mapfile -t names < <(select_names "${all[@]}")
+	if [ ${#all[@]} -gt 0 ] && [ ${#names[@]} -gt 0 ]; then
+		mt_log "regress: ${names[*]}"
+		read -r -a opts <<<"$(make_var REGRESS_OPTS)"
+		extra=()
+		[ -f test/regress.conf ] && extra+=(--temp-config=test/regress.conf)
+		rm -rf results regression.diffs regression.out tmp_check_regress
+		"$PG_REGRESS" --temp-instance=tmp_check_regress --bindir="$MT_TI_BIN" \
+			--no-locale --encoding=UTF8 "${opts[@]}" "${extra[@]}" "${names[@]}" \
+			2>&1 | tee "$MT_WORKDIR/regress.log"
+		rc=${PIPESTATUS[0]}
+		read -r ok bad < <(count_pg_regress "$MT_WORKDIR/regress.log" regress)
+		pass "$ok"; [ "$bad" -gt 0 ] && fail "$bad" regress; RAN=$((RAN + ok + bad))
+		if [ "$rc" -ne 0 ] || [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
+			[ "$bad" -gt 0 ] || fail 1 regress
+			[ -f regression.diffs ] && { echo "----- regression.diffs"; cat regression.diffs; echo "-----"; }
+			print_tail tmp_check_regress/log/postmaster.log 60
+			print_tail tmp_check_regress/log/initdb.log 20
+		fi
+	elif [ ${#all[@]} -eq 0 ] && [ ${#FILTERS[@]} -eq 0 ] && [ -n "$(ls sql/*.sql 2>/dev/null)" ]; then
+		echo "regress: sql/*.sql exist but the Makefile's REGRESS is empty"
+		fail 1 regress
+	fi
+fi
+
+######################################################################
+# (b) TAP tests: test/t/*.pl
+######################################################################
+if want_suite tap && [ -d test/t ]; then
+	mapfile -t all < <(cd test/t && ls -1 *.pl 2>/dev/null | sed 's/\.pl$//')
+	mapfile -t names < <(select_names "${all[@]}")
+	if [ ${#names[@]} -gt 0 ]; then
+		mt_log "tap: ${names[*]}"
+		files=()
+		for n in "${names[@]}"; do files+=("test/t/$n.pl"); done
+		rm -rf tmp_check
+		vflag=()
+		[ "$VERBOSE" -eq 1 ] && vflag=(-v)
+		PERL5LIB="$PG_PGXSDIR/test/perl:$MT_SRC/test/lib${PERL5LIB:+:$PERL5LIB}" \
+		PG_REGRESS="$PG_REGRESS" TESTDIR="$MT_SRC" \
+		PG_TEST_PORT_DIR="$MT_WORKDIR" \
+			perl test/lib/tap_run.pl "${vflag[@]}" "${files[@]}" 2>&1 | tee "$MT_WORKDIR/tap.log"
+		rc=${PIPESTATUS[0]}
+		line=$(grep '^TAP-SUMMARY ' "$MT_WORKDIR/tap.log" | tail -n1)
+		if [ -z "$line" ]; then
+			echo "tap: the TAP runner did not report (see above)"
+			fail 1 tap
+		else
+			ok=$(sed -n 's/.* passed=\([0-9]*\).*/\1/p' <<<"$line")
+			bad=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<<"$line")
+			badfiles=$(sed -n 's/.* files_failed=\(.*\)$/\1/p' <<<"$line")
+			pass "$ok"; RAN=$((RAN + ok + bad))
+			[ "$bad" -gt 0 ] && fail "$bad" tap
+			if [ "$rc" -ne 0 ] || [ "$ok" -eq 0 ]; then
+				[ "$bad" -gt 0 ] || fail 1 tap
+				for f in ${badfiles//,/ }; do
+					t=$(basename "$f" .pl)
+					print_tail "tmp_check/log/regress_log_$t" 150
+					for l in tmp_check/log/"${t}"_*.log; do
+						print_tail "$l" 40
+					done
+				done
+			fi
+		fi
+	fi
+fi
+
+######################################################################
+# (c) isolation specs: test/isolation/specs/*.spec
+######################################################################
+if want_suite isolation && [ -d test/isolation/specs ]; then
+	mapfile -t all < <(cd test/isolation/specs && ls -1 *.spec 2>/dev/null | sed 's/\.spec$//')
+	mapfile -t names < <(select_names "${all[@]}")
+	if [ ${#names[@]} -gt 0 ]; then
+		mt_log "isolation: ${names[*]}"
+		extra=()
+		[ -f test/isolation/isolation.conf ] && extra+=(--temp-config=test/isolation/isolation.conf)
+		rm -rf output_iso tmp_check_iso
+		mkdir -p output_iso
+		"$PG_ISOLATION_REGRESS" --temp-instance=tmp_check_iso --bindir="$MT_TI_BIN" \
+			--inputdir=test/isolation --outputdir=output_iso \
+			--no-locale --encoding=UTF8 --dbname=isolation_regression \
+			--load-extension=metronome "${extra[@]}" "${names[@]}" \
+			2>&1 | tee "$MT_WORKDIR/isolation.log"
+		rc=${PIPESTATUS[0]}
+		read -r ok bad < <(count_pg_regress "$MT_WORKDIR/isolation.log")
+		pass "$ok"; RAN=$((RAN + ok + bad))
+		[ "$bad" -gt 0 ] && fail "$bad" isolation
+		if [ "$rc" -ne 0 ] || [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
+			[ "$bad" -gt 0 ] || fail 1 isolation
+			[ -f output_iso/regression.diffs ] && { echo "----- output_iso/regression.diffs"; cat output_iso/regression.diffs; echo "-----"; }
+			print_tail tmp_check_iso/log/postmaster.log 60
+		fi
+	fi
+fi
+
+######################################################################
+# (d) Python unit tests: test/test_*.py
+######################################################################
+if want_suite python; then
+	mapfile -t all < <(cd test && ls -1 test_*.py 2>/dev/null | sed 's/\.py$//')
+	mapfile -t names < <(select_names "${all[@]}")
+	if [ ${#names[@]} -gt 0 ]; then
+		mt_log "python: ${names[*]}"
+		(cd test && python3 -m unittest -v "${names[@]}") 2>&1 | tee "$MT_WORKDIR/python.log"
+		rc=${PIPESTATUS[0]}
+		ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$MT_WORKDIR/python.log" | tail -n1)
+		ran=${ran:-0}
+		st=$(grep -E '^(OK|FAILED)( \(|$)' "$MT_WORKDIR/python.log" | tail -n1)
+		field() { sed -n "s/.*[(, ]$1=\([0-9]*\).*/\1/p" <<<"$st"; }
+		nf=$(field failures); ne=$(field errors); ns=$(field skipped)
+		nu=$(field 'unexpected successes'); nx=$(field 'expected failures')
+		bad=$(( ${nf:-0} + ${ne:-0} + ${ns:-0} + ${nu:-0} ))
+		ok=$(( ran - bad ))
+		[ "$ok" -lt 0 ] && ok=0
+		pass "$ok"; RAN=$((RAN + ran))
+		[ "${ns:-0}" -gt 0 ] && echo "python: ${ns} test(s) skipped: counted as failed"
+		[ "$bad" -gt 0 ] && fail "$bad" python
+		if [ "$rc" -ne 0 ] || [ "$ran" -eq 0 ]; then
+			[ "$bad" -gt 0 ] || fail 1 python
+		fi
+	fi
+fi
+
+######################################################################
+# (e) fuzz smoke run: test/fuzz/run.sh --smoke
+######################################################################
+if want_suite fuzz && [ -f test/fuzz/run.sh ] && [ "$(select_names fuzz)" = fuzz ]; then
+	mt_log "fuzz: test/fuzz/run.sh --smoke"
+	if bash test/fuzz/run.sh --smoke; then
+		pass 1
+	else
+		echo "fuzz smoke run failed"
+		fail 1 fuzz
+	fi
+	RAN=$((RAN + 1))
+fi
+
+if [ "$RAN" -eq 0 ] && [ -z "$FAILED_SUITES" ]; then
+	if [ ${#FILTERS[@]} -gt 0 ]; then
+		echo "no test matches: ${FILTERS[*]}"
+	else
+		echo "no test ran"
+	fi
+	fail 1 none
+fi
+summary
