@@ -250,6 +250,23 @@ ensure_plans(Oid relid, int claim_limit)
 	PopActiveSnapshot();
 }
 
+/*
+ * SPI_execute_plan under a snapshot of its own.  The worker holds no
+ * snapshot between statements (and so none across the HTTP round trips,
+ * which would hold back vacuum's horizon); SPI wants an outer one.
+ */
+static int
+spi_run(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
+		long count)
+{
+	int			ret;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_plan(plan, values, nulls, read_only, count);
+	PopActiveSnapshot();
+	return ret;
+}
+
 /* run a prepared data-modifying statement; returns the rows processed */
 static uint64
 execute(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
@@ -257,7 +274,7 @@ execute(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 	int			ret;
 
 	in_ship = true;
-	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	ret = spi_run(plan, values, nulls, false, 0);
 	if (ret != expected)
 		elog(ERROR, "outbox statement failed: %s", SPI_result_code_string(ret));
 	return SPI_processed;
@@ -429,7 +446,7 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 	uint64		claimed;
 	int			ret;
 
-	ret = SPI_execute_plan(plans.claim, &arg, NULL, false, 0);
+	ret = spi_run(plans.claim, &arg, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
 	claimed = SPI_processed;
@@ -747,7 +764,7 @@ ShipNextDue(void)
 		return due;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_plan(plans.next_due, NULL, NULL, true, 1);
+	ret = spi_run(plans.next_due, NULL, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;

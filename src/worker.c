@@ -39,8 +39,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
 #include "delivery.h"
 #include "metronome.h"
 #include "miscadmin.h"
@@ -145,17 +149,37 @@ ms_until(TimestampTz t)
  * The launcher
  * ---------------------------------------------------------------------- */
 
-/* does metronome.database exist? (shared catalog; own transaction) */
+/*
+ * Does metronome.database exist?  A sequential scan of the shared catalog
+ * pg_database in its own transaction: without a database, the launcher
+ * cannot use catalog indexes or caches (the logical replication launcher
+ * reads pg_subscription the same way).
+ */
 static bool
 database_exists(void)
 {
-	Oid			dboid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	dboid = get_database_oid(metronome_database, true);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), metronome_database) == 0)
+			found = true;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return OidIsValid(dboid);
+	return found;
 }
 
 /* register the delivery worker; NULL when no slot is free */
