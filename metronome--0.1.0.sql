@@ -204,7 +204,10 @@ BEGIN
       INTO per_row
       FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
-    EXECUTE format('DROP TRIGGER IF EXISTS metronome_map ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                WHERE tgrelid = tbl AND tgname = 'metronome_map') THEN
+        EXECUTE format('DROP TRIGGER metronome_map ON %s', tbl);
+    END IF;
     IF per_row THEN
         EXECUTE format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION %s(%s)',
@@ -228,7 +231,12 @@ LANGUAGE plpgsql
 SET search_path = @extschema@, pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS metronome_map ON %s', tbl);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = tbl AND tgname = 'metronome_map') THEN
+        RAISE EXCEPTION 'relation % has no trigger metronome_map', tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER metronome_map ON %s', tbl);
 END;
 $$;
 COMMENT ON FUNCTION metronome_detach(regclass) IS

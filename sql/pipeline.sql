@@ -213,12 +213,14 @@ SELECT mapping FROM metronome_map('{"type": "track", "event": "Seat Added", "mes
 -- Rows inserted into the outbox directly are checked like mapped ones.
 INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp")
 VALUES ('direct-1', 'acme', 'api_call', '2024-03-01T00:00:00Z');
+\set VERBOSITY terse
 INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp")
 VALUES (repeat('x', 129), 'acme', 'api_call', now());
 INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp")
 VALUES ('direct-2', '', 'api_call', now());
 INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp", properties)
 VALUES ('direct-3', 'acme', 'api_call', now(), '[]');
+\set VERBOSITY default
 SELECT transaction_id, properties, mapping, status FROM metronome_outbox
  WHERE transaction_id LIKE 'direct-%';
 
@@ -261,7 +263,8 @@ INSERT INTO app_events (payload) VALUES
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}'),
 (NULL);
 SELECT transaction_id, mapping FROM metronome_outbox WHERE transaction_id = 'app-1';
-SELECT event, error FROM metronome_rejected WHERE event = 'null' AND mapping IS NULL;
+SELECT event, error FROM metronome_rejected WHERE event = 'null' AND mapping IS NULL
+ ORDER BY id DESC LIMIT 1;
 
 -- metronome_attach refuses what cannot work.
 SELECT metronome_attach('app_events', 'nope');
@@ -282,6 +285,7 @@ INSERT INTO part_events (event, day) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "part-1",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2024-03-01');
 SELECT transaction_id FROM metronome_outbox WHERE transaction_id = 'part-1';
+SELECT metronome_detach('part_events');
 SELECT metronome_detach('part_events');
 SELECT metronome_attach('part_events_2024', 'event');
 SELECT pg_get_triggerdef(oid) FROM pg_trigger

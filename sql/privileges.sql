@@ -52,7 +52,7 @@ SELECT p.oid::regprocedure AS public_function
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'metronome',
        aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 DELETE FROM metronome_mappings;
 TRUNCATE metronome_outbox, metronome_rejected, segment_events;

@@ -271,6 +271,17 @@ writer_reject(OutboxWriter *w, const char *mapping, Jsonb *event, const char *er
 }
 
 /*
+ * Why an event that is not a JSON object cannot be mapped.
+ */
+static const char *
+not_an_object(Jsonb *event)
+{
+	return JB_ROOT_IS_SCALAR(event) ?
+		"event is not a JSON object (it is a scalar)" :
+		"event is not a JSON object (it is an array)";
+}
+
+/*
  * Map one event by every enabled mapping whose subscription matches.
  * Temporary allocations go to CurrentMemoryContext (reset by the caller).
  */
@@ -282,10 +293,7 @@ map_event_into(OutboxWriter *w, Jsonb *event, TimestampTz now)
 
 	if (!JB_ROOT_IS_OBJECT(event))
 	{
-		writer_reject(w, NULL, event,
-					  JB_ROOT_IS_SCALAR(event) ?
-					  "event is not a JSON object (it is a scalar)" :
-					  "event is not a JSON object (it is an array)");
+		writer_reject(w, NULL, event, not_an_object(event));
 		return;
 	}
 
@@ -522,7 +530,7 @@ metronome_map(PG_FUNCTION_ARGS)
 		Datum		values[7] = {0};
 		bool		nulls[7] = {true, true, true, true, true, true, false};
 
-		values[6] = CStringGetTextDatum("event is not a JSON object");
+		values[6] = CStringGetTextDatum(not_an_object(event));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		SPI_finish();
 		return (Datum) 0;

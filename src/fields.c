@@ -276,11 +276,11 @@ FieldCoerceTimestamp(const JsonbValue *v, TimestampTz now, TimestampTz *out)
 		double		usecs;
 
 		/* epoch milliseconds, truncated toward zero like JavaScript's Date */
-		if (!isfinite(ms))
-			return psprintf("timestamp %s is out of range", txt);
 		usecs = (trunc(ms) - (double) UNIX_TO_PG_EPOCH_MS) * 1000.0;
-		if (usecs < (double) MIN_TIMESTAMP || usecs >= (double) END_TIMESTAMP)
-			return psprintf("timestamp %s is out of range", txt);
+		if (!isfinite(ms) ||
+			usecs < (double) MIN_TIMESTAMP || usecs >= (double) END_TIMESTAMP)
+			return psprintf("timestamp %.*s%s is out of range (a number is epoch milliseconds)",
+							32, txt, strlen(txt) > 32 ? "..." : "");
 		ts = (TimestampTz) usecs;
 	}
 	else

@@ -6,27 +6,35 @@
  *
  * metronome.api_token is a secret: it is GUC_SUPERUSER_ONLY (hidden from
  * SHOW, current_setting() and pg_settings for non-superusers), and its show
- * hook masks it for members of pg_read_all_settings.  PostgreSQL itself logs "parameter ... changed to ..."
- * with the new value when the configuration is reloaded, and libcurl or a
- * user's error may quote it; an emit_log_hook therefore replaces every
- * occurrence of the current token in a log message by "********" before the
- * message is written anywhere.
+ * hook masks it for members of pg_read_all_settings.  The GUC machinery
+ * itself only ever holds "********": the check hook swaps the value for that
+ * mask and hands the real token to the assign hook as the setting's "extra"
+ * (otherwise pg_settings.reset_val would show the token to members of
+ * pg_read_all_settings).  PostgreSQL logs "parameter ... changed to ..."
+ * with the new value when the configuration is reloaded, log_statement logs
+ * "ALTER SYSTEM SET metronome.api_token = '...'", and libcurl or a user's
+ * error may quote it; an emit_log_hook therefore replaces every occurrence of
+ * the current token in a log message by "********", masks whatever follows
+ * the setting's name in a message that names it, and keeps the STATEMENT
+ * line of such messages out of the log.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "metronome.h"
 #include "access/xact.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
-char	   *metronome_api_token = NULL;
+char	   *metronome_api_token = "";	/* the real token (assign hook) */
 char	   *metronome_ingest_url = NULL;
 char	   *metronome_database = NULL;
 int			metronome_batch_size = 100;
@@ -46,6 +54,36 @@ static const struct config_enum_entry on_mapping_error_options[] = {
 };
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* what the GUC machinery holds for metronome.api_token: "" or the mask */
+static char *api_token_setting = NULL;
+
+#define TOKEN_MASK "********"
+#define TOKEN_GUC_NAME "metronome.api_token"
+
+/*
+ * Memory for GUC string values and "extra" data: malloc'd before
+ * PostgreSQL 16, guc_malloc'd (and guc_free'd) since.
+ */
+static void *
+token_alloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
+}
+
+static void
+token_free(void *ptr)
+{
+#if PG_VERSION_NUM >= 160000
+	guc_free(ptr);
+#else
+	free(ptr);
+#endif
+}
 
 /*
  * check hook of metronome.ingest_url: an absolute http:// or https:// URL.
@@ -85,8 +123,9 @@ static bool
 check_api_token(char **newval, void **extra, GucSource source)
 {
 	const unsigned char *p;
+	size_t		len;
+	char	   *real;
 
-	(void) extra;
 	(void) source;
 	if (*newval == NULL)
 		return true;
@@ -99,7 +138,38 @@ check_api_token(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	}
+
+	/* the real token travels as "extra"; the GUC keeps only the mask */
+	len = strlen(*newval);
+	real = token_alloc(len + 1);
+	if (real == NULL)
+		return false;
+	memcpy(real, *newval, len + 1);
+	if (len > 0)
+	{
+		char	   *mask = token_alloc(sizeof(TOKEN_MASK));
+
+		if (mask == NULL)
+		{
+			token_free(real);
+			return false;
+		}
+		memcpy(mask, TOKEN_MASK, sizeof(TOKEN_MASK));
+		token_free(*newval);
+		*newval = mask;
+	}
+	*extra = real;
 	return true;
+}
+
+/*
+ * assign hook of metronome.api_token: the real token, from the check hook.
+ */
+static void
+assign_api_token(const char *newval, void *extra)
+{
+	(void) newval;
+	metronome_api_token = extra ? (char *) extra : "";
 }
 
 /*
@@ -114,7 +184,7 @@ show_api_token(void)
 		return "";
 	if (IsTransactionState() && superuser())
 		return metronome_api_token;
-	return "********";
+	return TOKEN_MASK;
 }
 
 /*
@@ -143,6 +213,102 @@ redact(char **text, const char *secret)
 }
 
 /*
+ * Where text names metronome.api_token (any case), or NULL.
+ */
+static const char *
+find_token_name(const char *text)
+{
+	const char *p;
+	size_t		n = strlen(TOKEN_GUC_NAME);
+
+	if (text == NULL)
+		return NULL;
+	for (p = text; *p; p++)
+	{
+		if ((*p == 'm' || *p == 'M') && pg_strncasecmp(p, TOKEN_GUC_NAME, n) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/*
+ * Does p (just after the setting's name) start assigning it a value:
+ * "= ...", "TO ..." or ", ..." (set_config's next argument)?
+ */
+static bool
+assigns_value(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	if (*p == '=' || *p == ',')
+		return true;
+	return pg_strncasecmp(p, "to", 2) == 0 &&
+		(p[2] == ' ' || p[2] == '\t' || p[2] == '\'' || p[2] == '\n' ||
+		 p[2] == 'E' || p[2] == 'e' || p[2] == '$');
+}
+
+/*
+ * Does text assign metronome.api_token a value somewhere?
+ */
+static bool
+assigns_token(const char *text)
+{
+	const char *hit;
+
+	while ((hit = find_token_name(text)) != NULL)
+	{
+		hit += strlen(TOKEN_GUC_NAME);
+		while (*hit == '"' || *hit == '\'')
+			hit++;
+		if (assigns_value(hit))
+			return true;
+		text = hit;
+	}
+	return false;
+}
+
+/*
+ * Where a mention of metronome.api_token assigns it a value ("SET
+ * metronome.api_token = '...'", set_config('metronome.api_token', '...',
+ * ...)), mask the rest of that line, so that a token being set, which is
+ * not the current one yet, is not logged either.  Other mentions (error
+ * messages naming the setting) are left alone.
+ */
+static void
+redact_after_name(char **text)
+{
+	StringInfoData buf;
+	const char *p;
+	const char *hit;
+	size_t		n = strlen(TOKEN_GUC_NAME);
+
+	if (!assigns_token(*text))
+		return;
+	initStringInfo(&buf);
+	p = *text;
+	while ((hit = find_token_name(p)) != NULL)
+	{
+		const char *eol;
+
+		hit += n;
+		/* keep a closing quote of the name itself */
+		while (*hit == '"' || *hit == '\'')
+			hit++;
+		appendBinaryStringInfo(&buf, p, hit - p);
+		p = hit;
+		if (!assigns_value(hit))
+			continue;
+		eol = strchr(hit, '\n');
+		if (eol == NULL)
+			eol = hit + strlen(hit);
+		appendStringInfoString(&buf, " " TOKEN_MASK);
+		p = eol;
+	}
+	appendStringInfoString(&buf, p);
+	*text = buf.data;
+}
+
+/*
  * emit_log_hook: scrub the token from every part of a message.
  */
 static void
@@ -160,6 +326,19 @@ metronome_emit_log_hook(ErrorData *edata)
 		redact(&edata->context, secret);
 		redact(&edata->internalquery, secret);
 	}
+
+	/* a token being set is not the current one yet: mask by context */
+	redact_after_name(&edata->message);
+	redact_after_name(&edata->detail);
+	redact_after_name(&edata->detail_log);
+	redact_after_name(&edata->context);
+	redact_after_name(&edata->internalquery);
+	if (assigns_token(edata->message) &&
+		edata->detail != NULL && strncmp(edata->detail, "parameters:", 11) == 0)
+		edata->detail = pstrdup("parameters: " TOKEN_MASK);
+	/* the STATEMENT line is not ours to edit: leave it out */
+	if (assigns_token(debug_query_string))
+		edata->hide_stmt = true;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
@@ -188,11 +367,11 @@ MetronomeDefineSettings(void)
 	DefineCustomStringVariable("metronome.api_token",
 							   "Metronome API token, sent as a Bearer token.",
 							   "Secret: visible to superusers only, never logged.",
-							   &metronome_api_token,
+							   &api_token_setting,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
-							   check_api_token, NULL, show_api_token);
+							   check_api_token, assign_api_token, show_api_token);
 
 	DefineCustomStringVariable("metronome.ingest_url",
 							   "URL of Metronome's ingest endpoint.",

@@ -184,12 +184,15 @@ load_mappings(void)
 	set->insert_outbox = keep_plan(psprintf(
 											"INSERT INTO %s.metronome_outbox "
 											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											"SELECT * FROM pg_catalog.unnest($1, $2, $3, $4, $5, $6) "
+											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+											"pg_catalog.unnest($6)) "
 											"ON CONFLICT (transaction_id) DO NOTHING",
 											schema), 6, outbox_types);
 	set->insert_rejected = keep_plan(psprintf(
 											  "INSERT INTO %s.metronome_rejected (mapping, event, error) "
-											  "SELECT * FROM pg_catalog.unnest($1, $2, $3)",
+											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											  "pg_catalog.unnest($3))",
 											  schema), 3, rejected_types);
 	MemoryContextSwitchTo(old);
 	return set;

@@ -173,6 +173,28 @@ print_tail()
 	echo "-----"
 }
 
+# keep_expected SUITE DIR: keep in the array names only the tests that have
+# DIR/NAME.out (or an alternative DIR/NAME_N.out); each one without is
+# counted as a failure and said (pg_regress would stop at it, running none
+# of the tests after it).
+keep_expected()
+{
+	local suite=$1 dir=$2 n kept=() c=0
+	for n in "${names[@]}"; do
+		if [ -f "$dir/$n.out" ] || compgen -G "$dir/${n}_[0-9].out" >/dev/null; then
+			kept+=("$n")
+		else
+			echo "$suite: $n has no expected output $dir/$n.out: counted as failed"
+			c=$((c + 1))
+		fi
+	done
+	names=("${kept[@]}")
+	if [ "$c" -gt 0 ]; then
+		fail "$c" "$suite"
+		RAN=$((RAN + c))
+	fi
+}
+
 # make_var NAME: the value of a variable of the Makefile (after PGXS)
 make_var()
 {
@@ -217,6 +239,7 @@ count_pg_regress()
 if want_suite regress && [ -d sql ]; then
 	mapfile -t all < <(make_var REGRESS | tr ' ' '\n' | sed '/^$/d')
 	mapfile -t names < <(select_names "${all[@]}")
+	keep_expected regress expected
 	if [ ${#all[@]} -gt 0 ] && [ ${#names[@]} -gt 0 ]; then
 		mt_log "regress: ${names[*]}"
 		read -r -a opts <<<"$(make_var REGRESS_OPTS)"
@@ -289,6 +312,7 @@ fi
 if want_suite isolation && [ -d test/isolation/specs ]; then
 	mapfile -t all < <(cd test/isolation/specs && ls -1 *.spec 2>/dev/null | sed 's/\.spec$//')
 	mapfile -t names < <(select_names "${all[@]}")
+	keep_expected isolation test/isolation/expected
 	if [ ${#names[@]} -gt 0 ]; then
 		mt_log "isolation: ${names[*]}"
 		extra=()

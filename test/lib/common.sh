@@ -151,6 +151,7 @@ mt_run_as_user()
 	local script=$1
 	shift
 	chown -R "$MT_USER:" "$MT_WORKDIR" || mt_die "chown $MT_WORKDIR failed"
+	cd "$MT_WORKDIR" || mt_die "cannot cd to $MT_WORKDIR"
 	runuser -u "$MT_USER" -- env -i \
 		HOME="$MT_WORKDIR" \
 		PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \

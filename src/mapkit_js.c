@@ -1,0 +1,966 @@
+/*-------------------------------------------------------------------------
+ *
+ * mapkit_js.c
+ *	  The JavaScript behaviours Segment's mapping-kit inherits from its
+ *	  runtime, reproduced on JsonbValues: how a value becomes text (template
+ *	  placeholders, String(number)), JSON.stringify and JSON.parse (@json),
+ *	  String.prototype.replace with an escaped pattern (@replace), loose
+ *	  equality with "" (@if blank), String.prototype.trim, and string
+ *	  lengths counted in UTF-16 units (the @replace limits).
+ *
+ * Numbers are jsonb numerics, not doubles: they are laid out as JavaScript
+ * lays out a number (1.50 -> "1.5", 1e21 -> "1e+21", 0.0000001 -> "1e-7"),
+ * but keep every digit they have instead of rounding to 17 significant
+ * digits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <locale.h>
+#include <wctype.h>
+
+#include "common/jsonapi.h"
+#include "mapkit_int.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+/* JSON.parse input whose numbers we refuse to convert (see js_parse_number) */
+#define JS_MAX_NUMBER_LEXEME 1000
+#define JS_MAX_EXPONENT 1000
+
+/*
+ * typeof-like name of a value, for messages ("string", "number", "boolean",
+ * "null", "object", "array"); NULL is "undefined".
+ */
+const char *
+JsTypeName(const JsonbValue *v)
+{
+	if (v == NULL)
+		return "undefined";
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvObject:
+			return "object";
+		case jbvArray:
+			return "array";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
+		default:
+			return "value";
+	}
+}
+
+/*
+ * Append a numeric as JavaScript's Number.prototype.toString lays it out
+ * (ECMA-262 Number::toString): plain digits up to 21 integer digits, "0.000ddd"
+ * down to 1e-7, exponent notation ("1.5e+21", "1e-7") outside that range.
+ */
+void
+JsAppendNumber(StringInfo out, Numeric num)
+{
+	char	   *txt = DatumGetCString(DirectFunctionCall1(numeric_out,
+														  NumericGetDatum(num)));
+	const char *p = txt;
+	bool		neg = false;
+	char	   *digits;
+	int			ndigits = 0;
+	int			point = 0;		/* digits before the decimal point */
+	bool		seen_point = false;
+	int			first;
+	int			k;
+	int			n;
+
+	if (*p == '-')
+	{
+		neg = true;
+		p++;
+	}
+	digits = palloc(strlen(p) + 1);
+	for (; *p; p++)
+	{
+		if (*p == '.')
+			seen_point = true;
+		else if (*p >= '0' && *p <= '9')
+		{
+			digits[ndigits++] = *p;
+			if (!seen_point)
+				point++;
+		}
+		/* numeric_out never writes exponents or NaN for jsonb values */
+	}
+
+	/* strip leading zeros (moving the point) and trailing zeros */
+	first = 0;
+	while (first < ndigits && digits[first] == '0')
+	{
+		first++;
+		point--;
+	}
+	while (ndigits > first && digits[ndigits - 1] == '0')
+		ndigits--;
+	k = ndigits - first;
+	if (k == 0)
+	{
+		appendStringInfoChar(out, '0');	/* also -0 */
+		pfree(digits);
+		pfree(txt);
+		return;
+	}
+	n = point;					/* value = 0.d1d2...dk * 10^n */
+
+	if (neg)
+		appendStringInfoChar(out, '-');
+	if (k <= n && n <= 21)
+	{
+		appendBinaryStringInfo(out, digits + first, k);
+		for (; n > k; n--)
+			appendStringInfoChar(out, '0');
+	}
+	else if (0 < n && n <= 21)
+	{
+		appendBinaryStringInfo(out, digits + first, n);
+		appendStringInfoChar(out, '.');
+		appendBinaryStringInfo(out, digits + first + n, k - n);
+	}
+	else if (-6 < n && n <= 0)
+	{
+		appendStringInfoString(out, "0.");
+		for (; n < 0; n++)
+			appendStringInfoChar(out, '0');
+		appendBinaryStringInfo(out, digits + first, k);
+	}
+	else
+	{
+		appendStringInfoChar(out, digits[first]);
+		if (k > 1)
+		{
+			appendStringInfoChar(out, '.');
+			appendBinaryStringInfo(out, digits + first + 1, k - 1);
+		}
+		appendStringInfo(out, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
+	}
+	pfree(digits);
+	pfree(txt);
+}
+
+/*
+ * Append the elements of an array joined with "," (Array.prototype.join):
+ * null elements are empty, objects are "[object Object]".  False when the
+ * value is nested too deeply for the stack.
+ */
+static bool
+js_append_array(StringInfo out, const JsonbValue *arr)
+{
+	JsonbValue	exp;
+	int			i;
+
+	MapkitExpand(arr, &exp);
+	for (i = 0; i < exp.val.array.nElems; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(out, ',');
+		if (!JsAppendString(out, &exp.val.array.elems[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Append String(v) the way a template placeholder shows it: null is empty
+ * (Segment renders `value ?? ""`), a number as JavaScript writes it, an
+ * object "[object Object]", an array its elements joined with ",".  False
+ * when the value is nested too deeply for the stack.
+ */
+bool
+JsAppendString(StringInfo out, const JsonbValue *v)
+{
+	if (stack_is_too_deep())
+		return false;
+	switch (v->type)
+	{
+		case jbvNull:
+			break;
+		case jbvString:
+			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNumeric:
+			JsAppendNumber(out, v->val.numeric);
+			break;
+		case jbvBool:
+			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			break;
+		default:
+			if (MapkitIsArray(v))
+				return js_append_array(out, v);
+			appendStringInfoString(out, "[object Object]");
+			break;
+	}
+	return true;
+}
+
+/*
+ * Is a numeric zero?
+ */
+static bool
+numeric_is_zero(Numeric num)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+											 NumericGetDatum(int64_to_numeric(0)))) == 0;
+}
+
+/*
+ * Does String(array) give ""?  Only for [], and for a single element that
+ * is null, "" or such an array ([[]], [[null]]).  Walks down iteratively.
+ */
+static bool
+js_array_string_is_empty(const JsonbValue *arr)
+{
+	JsonbValue	cur = *arr;
+
+	for (;;)
+	{
+		JsonbValue	exp;
+		const JsonbValue *e;
+
+		CHECK_FOR_INTERRUPTS();
+		MapkitExpand(&cur, &exp);
+		if (exp.val.array.nElems == 0)
+			return true;
+		if (exp.val.array.nElems > 1)
+			return false;		/* at least a "," */
+		e = &exp.val.array.elems[0];
+		if (e->type == jbvNull)
+			return true;
+		if (e->type == jbvString)
+			return e->val.string.len == 0;
+		if (!MapkitIsArray(e))
+			return false;		/* numbers, booleans, "[object Object]" */
+		cur = *e;
+	}
+}
+
+/*
+ * JavaScript's `v == ""` for a value that is not null or undefined: true
+ * for "", 0, false and arrays whose text is empty.  Segment's @if "blank"
+ * counts these as blank.
+ */
+bool
+JsLooseEqualsEmpty(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return v->val.string.len == 0;
+		case jbvNumeric:
+			return numeric_is_zero(v->val.numeric);
+		case jbvBool:
+			return !v->val.boolean;
+		case jbvNull:
+			return false;
+		default:
+			return MapkitIsArray(v) ? js_array_string_is_empty(v) : false;
+	}
+}
+
+/*
+ * Append a string as a JSON string literal, escaped as JSON.stringify does
+ * (and as PostgreSQL does): \" \\ \b \f \n \r \t, other control characters
+ * as \u00xx.
+ */
+static void
+js_append_quoted(StringInfo out, const char *s, int len)
+{
+	const char *end = s + len;
+	const char *run = s;
+
+	appendStringInfoChar(out, '"');
+	for (; s < end; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+		const char *esc = NULL;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(out, run, s - run);
+		run = s + 1;
+		switch (c)
+		{
+			case '"':
+				esc = "\\\"";
+				break;
+			case '\\':
+				esc = "\\\\";
+				break;
+			case '\b':
+				esc = "\\b";
+				break;
+			case '\f':
+				esc = "\\f";
+				break;
+			case '\n':
+				esc = "\\n";
+				break;
+			case '\r':
+				esc = "\\r";
+				break;
+			case '\t':
+				esc = "\\t";
+				break;
+		}
+		if (esc)
+			appendStringInfoString(out, esc);
+		else
+			appendStringInfo(out, "\\u%04x", c);
+	}
+	appendBinaryStringInfo(out, run, end - run);
+	appendStringInfoChar(out, '"');
+}
+
+/*
+ * Append JSON.stringify(v): compact, no spaces.  Object keys come in
+ * jsonb's order (the event's original order is not kept by jsonb).  False
+ * when the value is nested too deeply for the stack.
+ */
+bool
+JsAppendJson(StringInfo out, const JsonbValue *v)
+{
+	JsonbValue	exp;
+	int			i;
+
+	if (stack_is_too_deep())
+		return false;
+	CHECK_FOR_INTERRUPTS();
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoString(out, "null");
+			return true;
+		case jbvString:
+			js_append_quoted(out, v->val.string.val, v->val.string.len);
+			return true;
+		case jbvNumeric:
+			JsAppendNumber(out, v->val.numeric);
+			return true;
+		case jbvBool:
+			appendStringInfoString(out, v->val.boolean ? "true" : "false");
+			return true;
+		default:
+			break;
+	}
+	MapkitExpand(v, &exp);
+	if (exp.type == jbvArray)
+	{
+		appendStringInfoChar(out, '[');
+		for (i = 0; i < exp.val.array.nElems; i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(out, ',');
+			if (!JsAppendJson(out, &exp.val.array.elems[i]))
+				return false;
+		}
+		appendStringInfoChar(out, ']');
+	}
+	else
+	{
+		appendStringInfoChar(out, '{');
+		for (i = 0; i < exp.val.object.nPairs; i++)
+		{
+			JsonbPair  *p = &exp.val.object.pairs[i];
+
+			if (i > 0)
+				appendStringInfoChar(out, ',');
+			js_append_quoted(out, p->key.val.string.val, p->key.val.string.len);
+			appendStringInfoChar(out, ':');
+			if (!JsAppendJson(out, &p->value))
+				return false;
+		}
+		appendStringInfoChar(out, '}');
+	}
+	return true;
+}
+
+/* State of JsJsonParse's semantic actions */
+typedef struct JsParse
+{
+	JsonbParseState *ps;
+	JsonbValue *result;
+	bool		bad;			/* a number we will not convert */
+} JsParse;
+
+static void
+jp_object_start(void *state)
+{
+	JsParse    *jp = (JsParse *) state;
+
+	if (!jp->bad)
+		pushJsonbValue(&jp->ps, WJB_BEGIN_OBJECT, NULL);
+}
+
+static void
+jp_array_start(void *state)
+{
+	JsParse    *jp = (JsParse *) state;
+
+	if (!jp->bad)
+		pushJsonbValue(&jp->ps, WJB_BEGIN_ARRAY, NULL);
+}
+
+static void
+jp_end(JsParse *jp, JsonbIteratorToken tok)
+{
+	JsonbValue *res;
+
+	if (jp->bad)
+		return;
+	res = pushJsonbValue(&jp->ps, tok, NULL);
+	if (jp->ps == NULL)
+		jp->result = res;
+}
+
+static void
+jp_object_end(void *state)
+{
+	jp_end((JsParse *) state, WJB_END_OBJECT);
+}
+
+static void
+jp_array_end(void *state)
+{
+	jp_end((JsParse *) state, WJB_END_ARRAY);
+}
+
+static void
+jp_field_start(void *state, char *fname, bool isnull)
+{
+	JsParse    *jp = (JsParse *) state;
+	JsonbValue	key;
+
+	(void) isnull;
+	if (jp->bad)
+		return;
+	key.type = jbvString;
+	key.val.string.val = fname;
+	key.val.string.len = strlen(fname);
+	pushJsonbValue(&jp->ps, WJB_KEY, &key);
+}
+
+/*
+ * Is a JSON number lexeme one numeric_in takes without an error?  We refuse
+ * absurd ones (over 1000 characters, or exponents past +-1000) and return
+ * the text undecoded instead.
+ */
+static bool
+js_number_ok(const char *tok)
+{
+	const char *e;
+	int			exp = 0;
+
+	if (strlen(tok) > JS_MAX_NUMBER_LEXEME)
+		return false;
+	e = strpbrk(tok, "eE");
+	if (e == NULL)
+		return true;
+	e++;
+	if (*e == '+' || *e == '-')
+		e++;
+	for (; *e; e++)
+	{
+		exp = exp * 10 + (*e - '0');
+		if (exp > JS_MAX_EXPONENT)
+			return false;
+	}
+	return true;
+}
+
+static void
+jp_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	JsParse    *jp = (JsParse *) state;
+	JsonbValue	v;
+
+	if (jp->bad)
+		return;
+	switch (tokentype)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.val = token;
+			v.val.string.len = strlen(token);
+			break;
+		case JSON_TOKEN_NUMBER:
+			if (!js_number_ok(token))
+			{
+				jp->bad = true;
+				return;
+			}
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																CStringGetDatum(token),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (tokentype == JSON_TOKEN_TRUE);
+			break;
+		default:
+			v.type = jbvNull;
+			break;
+	}
+	if (jp->ps == NULL)
+	{
+		jp->result = palloc(sizeof(JsonbValue));
+		*jp->result = v;
+	}
+	else
+		pushJsonbValue(&jp->ps, jp->ps->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+}
+
+/*
+ * How deeply the brackets of JSON text nest (brackets inside strings do not
+ * count).  JSON.parse gives up on text nested deeper than its stack allows,
+ * and so do we, before parsing, at MAPKIT_MAX_DEPTH.
+ */
+static int
+js_json_depth(const char *s, int len)
+{
+	int			depth = 0;
+	int			max = 0;
+	bool		instr = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (instr)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				instr = false;
+		}
+		else if (c == '"')
+			instr = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > max)
+				max = depth;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return max;
+}
+
+/*
+ * JSON.parse(s): true and the parsed value in *out, or false when s is not
+ * JSON (Segment's @json decode then returns the text unchanged).  Text that
+ * jsonb cannot hold (\u0000, numbers out of numeric's range) counts as not
+ * JSON.
+ */
+bool
+JsJsonParse(const char *s, int len, JsonbValue *out)
+{
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	JsParse		jp;
+
+	if (js_json_depth(s, len) > MAPKIT_MAX_DEPTH)
+		return false;
+
+	memset(&jp, 0, sizeof(jp));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &jp;
+	sem.object_start = jp_object_start;
+	sem.object_end = jp_object_end;
+	sem.array_start = jp_array_start;
+	sem.array_end = jp_array_end;
+	sem.object_field_start = jp_field_start;
+	sem.scalar = jp_scalar;
+
+	lex = makeJsonLexContextCstringLen(pnstrdup(s, len), len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || jp.bad || jp.result == NULL)
+		return false;
+	*out = *jp.result;
+	return true;
+}
+
+/*
+ * Code point at s (UTF-8), or the byte for other encodings; *len gets the
+ * character's length in bytes.
+ */
+static pg_wchar
+js_char(const char *s, int avail, int *len)
+{
+	int			l = pg_mblen(s);
+
+	if (l > avail)
+		l = avail;
+	*len = l;
+	if (GetDatabaseEncoding() == PG_UTF8 && l > 1)
+		return utf8_to_unicode((const unsigned char *) s);
+	if (l > 1)
+		return (pg_wchar) -1;	/* compared bytewise by the caller */
+	return (unsigned char) *s;
+}
+
+/*
+ * The C.UTF-8 locale, for case mappings that do not depend on the
+ * database's locale (JavaScript's do not); (locale_t) 0 when the system has
+ * none, and then only ASCII letters change case.
+ */
+static locale_t
+js_ctype_locale(void)
+{
+	static bool tried = false;
+	static locale_t loc = (locale_t) 0;
+
+	if (!tried)
+	{
+		tried = true;
+		loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
+	}
+	return loc;
+}
+
+/*
+ * Upper or lower case of a code point (Unicode simple case mapping).
+ */
+static pg_wchar
+js_case(pg_wchar c, bool upper)
+{
+	locale_t	loc;
+
+	if (c < 128)
+	{
+		if (upper && c >= 'a' && c <= 'z')
+			return c - 'a' + 'A';
+		if (!upper && c >= 'A' && c <= 'Z')
+			return c - 'A' + 'a';
+		return c;
+	}
+	if (GetDatabaseEncoding() != PG_UTF8 || sizeof(wchar_t) < 4 ||
+		(loc = js_ctype_locale()) == (locale_t) 0)
+		return c;
+	return (pg_wchar) (upper ? towupper_l((wint_t) c, loc) : towlower_l((wint_t) c, loc));
+}
+
+/*
+ * Case-fold a code point the way a JavaScript /i regular expression does:
+ * to upper case, except that a non-ASCII letter never folds to ASCII.
+ */
+static pg_wchar
+js_fold(pg_wchar c)
+{
+	pg_wchar	u = js_case(c, true);
+
+	return (c >= 128 && u < 128) ? c : u;
+}
+
+/*
+ * Does pat match s at this position?  Sets *mlen to the bytes of s matched.
+ */
+static bool
+js_match_at(const char *s, int avail, const char *pat, int patlen,
+			bool ignorecase, int *mlen)
+{
+	int			i = 0;
+	int			j = 0;
+
+	if (!ignorecase)
+	{
+		if (avail < patlen || memcmp(s, pat, patlen) != 0)
+			return false;
+		*mlen = patlen;
+		return true;
+	}
+	while (j < patlen)
+	{
+		int			li,
+					lj;
+		pg_wchar	ci,
+					cj;
+
+		if (i >= avail)
+			return false;
+		ci = js_char(s + i, avail - i, &li);
+		cj = js_char(pat + j, patlen - j, &lj);
+		if (ci == (pg_wchar) -1 || cj == (pg_wchar) -1)
+		{
+			if (li != lj || memcmp(s + i, pat + j, li) != 0)
+				return false;
+		}
+		else if (js_fold(ci) != js_fold(cj))
+			return false;
+		i += li;
+		j += lj;
+	}
+	*mlen = i;
+	return true;
+}
+
+/*
+ * Append a replacement with String.prototype.replace's substitutions
+ * ($$, $&, $`, $'); the pattern has no capture groups, so "$1" and "$<n>"
+ * stay as written.
+ */
+static void
+js_append_substitution(StringInfo out, const char *rep, int replen,
+					   const char *s, int slen, int mstart, int mlen)
+{
+	int			i;
+
+	for (i = 0; i < replen; i++)
+	{
+		if (rep[i] == '$' && i + 1 < replen)
+		{
+			char		c = rep[i + 1];
+
+			if (c == '$')
+			{
+				appendStringInfoChar(out, '$');
+				i++;
+				continue;
+			}
+			if (c == '&')
+			{
+				appendBinaryStringInfo(out, s + mstart, mlen);
+				i++;
+				continue;
+			}
+			if (c == '`')
+			{
+				appendBinaryStringInfo(out, s, mstart);
+				i++;
+				continue;
+			}
+			if (c == '\'')
+			{
+				appendBinaryStringInfo(out, s + mstart + mlen, slen - mstart - mlen);
+				i++;
+				continue;
+			}
+		}
+		appendStringInfoChar(out, rep[i]);
+	}
+}
+
+/*
+ * s.replace(new RegExp(escape(pat), flags), rep): replace the first (or,
+ * when global, every non-overlapping) occurrence of pat, taken literally.
+ */
+void
+JsReplace(StringInfo out, const char *s, int slen, const char *pat, int patlen,
+		  const char *rep, int replen, bool global, bool ignorecase)
+{
+	int			i = 0;
+	int			copied = 0;
+
+	if (patlen == 0)
+	{
+		appendBinaryStringInfo(out, s, slen);
+		return;
+	}
+	while (i < slen)
+	{
+		int			mlen;
+
+		if (js_match_at(s + i, slen - i, pat, patlen, ignorecase, &mlen))
+		{
+			appendBinaryStringInfo(out, s + copied, i - copied);
+			js_append_substitution(out, rep, replen, s, slen, i, mlen);
+			i += mlen;
+			copied = i;
+			if (!global)
+				break;
+			continue;
+		}
+		i += Min(pg_mblen(s + i), slen - i);
+	}
+	appendBinaryStringInfo(out, s + copied, slen - copied);
+}
+
+/*
+ * Length of a string as JavaScript counts it (UTF-16 code units).
+ */
+int
+JsLength(const char *s, int len)
+{
+	int			n = 0;
+	int			i = 0;
+
+	while (i < len)
+	{
+		int			l = Min(pg_mblen(s + i), len - i);
+
+		n += (GetDatabaseEncoding() == PG_UTF8 && l == 4) ? 2 : 1;
+		i += l;
+	}
+	return n;
+}
+
+/*
+ * Is the character at s (l bytes) whitespace for String.prototype.trim?
+ */
+static bool
+js_is_space(const char *s, int l)
+{
+	pg_wchar	c;
+
+	if (l == 1)
+		return *s == ' ' || (*s >= '\t' && *s <= '\r');
+	if (GetDatabaseEncoding() != PG_UTF8)
+		return false;
+	c = utf8_to_unicode((const unsigned char *) s);
+	return c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+		c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+		c == 0x3000 || c == 0xFEFF;
+}
+
+/*
+ * String.prototype.trim on (*s, *len), in place.
+ */
+void
+JsTrim(const char **s, int *len)
+{
+	const char *p = *s;
+	int			n = *len;
+
+	while (n > 0)
+	{
+		int			l = Min(pg_mblen(p), n);
+
+		if (!js_is_space(p, l))
+			break;
+		p += l;
+		n -= l;
+	}
+	/* from the end: find the last non-space character */
+	{
+		int			i = 0;
+		int			keep = 0;
+
+		while (i < n)
+		{
+			int			l = Min(pg_mblen(p + i), n - i);
+
+			if (!js_is_space(p + i, l))
+				keep = i + l;
+			i += l;
+		}
+		n = keep;
+	}
+	*s = p;
+	*len = n;
+}
+
+/*
+ * toLowerCase / toUpperCase: Unicode simple case mappings, the same in
+ * every database (in a database that is not UTF-8, ASCII letters only).
+ */
+char *
+JsChangeCase(const char *s, int len, bool upper)
+{
+	StringInfoData buf;
+	int			i = 0;
+
+	initStringInfo(&buf);
+	while (i < len)
+	{
+		int			l = Min(pg_mblen(s + i), len - i);
+
+		if (l == 1)
+			appendStringInfoChar(&buf, (char) js_case((unsigned char) s[i], upper));
+		else if (GetDatabaseEncoding() == PG_UTF8)
+		{
+			unsigned char out[8];
+			pg_wchar	c = js_case(utf8_to_unicode((const unsigned char *) s + i), upper);
+
+			unicode_to_utf8(c, out);
+			appendBinaryStringInfo(&buf, (char *) out, pg_utf_mblen(out));
+		}
+		else
+			appendBinaryStringInfo(&buf, s + i, l);
+		i += l;
+	}
+	return buf.data;
+}
+
+/*
+ * Find the next match of Segment's placeholder expressions at or after
+ * byte offset from: /\{\{([^}]+)\}\}/ when braces is 2, /\{\{\{([^}]+)\}\}\}/
+ * when 3.  Sets the match's [mstart, mend) and its inner text (cstart,
+ * clen).  The inner text runs to the first "}", so the expression never
+ * backtracks: a failed attempt moves on one character.
+ */
+bool
+JsNextPlaceholder(const char *s, int len, int from, int braces,
+				  int *mstart, int *mend, int *cstart, int *clen)
+{
+	int			i = from;
+
+	while (i < len)
+	{
+		int			j;
+		int			k;
+
+		for (k = 0; k < braces && i + k < len && s[i + k] == '{'; k++)
+			;
+		if (k == braces)
+		{
+			j = i + braces;
+			while (j < len && s[j] != '}')
+				j += Min(pg_mblen(s + j), len - j);
+			if (j > i + braces)
+			{
+				for (k = 0; k < braces && j + k < len && s[j + k] == '}'; k++)
+					;
+				if (k == braces)
+				{
+					*mstart = i;
+					*mend = j + braces;
+					*cstart = i + braces;
+					*clen = j - (i + braces);
+					return true;
+				}
+			}
+		}
+		i += Min(pg_mblen(s + i), len - i);
+	}
+	return false;
+}
+
+/*
+ * Is a value falsy in JavaScript (null, false, 0, "")?  Containers never
+ * are.
+ */
+bool
+JsIsFalsy(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return true;
+		case jbvBool:
+			return !v->val.boolean;
+		case jbvString:
+			return v->val.string.len == 0;
+		case jbvNumeric:
+			return numeric_is_zero(v->val.numeric);
+		default:
+			return false;
+	}
+}
