@@ -66,7 +66,8 @@ extern pid_t StatusWorkerPid(void);
 extern void StatusWakeWorker(void);
 extern void StatusSetState(DeliveryState state);
 extern DeliveryState StatusGetState(void);
-extern void StatusCountRequest(int64 accepted, int64 failed);
+extern void StatusCountRequest(void);
+extern void StatusCountRows(int64 sent, int64 failed);
 extern void StatusSetError(const char *message);
 extern uint64 StatusConfigHash(void);
 extern bool StatusGateOpen(TimestampTz now, TimestampTz *until,

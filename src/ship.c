@@ -81,6 +81,7 @@ PG_FUNCTION_INFO_V1(metronome_ship_floor);
 /* One claimed row. */
 typedef struct ShipRow
 {
+	ItemPointerData ctid;		/* locked by us: it cannot move */
 	int64		id;
 	int32		attempts;
 	HttpEvent	ev;
@@ -99,6 +100,16 @@ typedef struct ShipCleanup
 	HttpRequest **reqs;
 	int			nreqs;
 } ShipCleanup;
+
+/* Rows accepted by Metronome, not yet marked sent (see flush_sent). */
+typedef struct SentBuffer
+{
+	Datum	   *ctids;			/* ItemPointer datums */
+	int			n;
+} SentBuffer;
+
+/* Marking sent waits until this many rows are accepted (or the end). */
+#define SENT_FLUSH_ROWS 400
 
 /* SPI plans, kept across transactions for one outbox relation. */
 static struct
@@ -184,7 +195,7 @@ ensure_plans(Oid relid, int claim_limit)
 {
 	const char *tbl;
 	Oid			ts[] = {TIMESTAMPTZOID};
-	Oid			sent_args[] = {INT8ARRAYOID, TIMESTAMPTZOID};
+	Oid			sent_args[] = {TIDARRAYOID, TIMESTAMPTZOID};
 	Oid			failed_args[] = {INT8ARRAYOID, TEXTOID};
 	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID};
 
@@ -203,7 +214,7 @@ ensure_plans(Oid relid, int claim_limit)
 	}
 	plans.claim_limit = 0;
 	plans.claim =
-		prepare(psprintf("SELECT id, transaction_id, customer_id, event_type,"
+		prepare(psprintf("SELECT ctid, id, transaction_id, customer_id, event_type,"
 						 " \"timestamp\", properties::text, attempts"
 						 " FROM %s"
 						 " WHERE status = 'pending' AND next_attempt_at <= $1"
@@ -218,7 +229,7 @@ ensure_plans(Oid relid, int claim_limit)
 		plans.sent =
 			prepare(psprintf("UPDATE %s SET status = 'sent', sent_at = $2,"
 							 " attempts = attempts + 1, last_error = NULL"
-							 " WHERE id = ANY ($1)", tbl),
+							 " WHERE ctid = ANY ($1)", tbl),
 					2, sent_args);
 		plans.failed =
 			prepare(psprintf("UPDATE %s SET status = 'failed',"
@@ -293,15 +304,44 @@ batch_ids(ShipRow *rows, ShipBatch *b)
 										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-/* rows of a batch -> sent */
-static void
-mark_sent(ShipRow *rows, ShipBatch *b)
+/*
+ * Mark the buffered rows sent, in one statement: the rows are addressed by
+ * ctid (a TID scan, no index descent), which cannot change while we hold
+ * their row locks.  Returns how many rows were marked.
+ */
+static int64
+flush_sent(SentBuffer *buf)
 {
 	Datum		values[2];
+	int64		n = buf->n;
 
-	values[0] = batch_ids(rows, b);
+	if (n == 0)
+		return 0;
+	values[0] = PointerGetDatum(construct_array(buf->ctids, buf->n, TIDOID,
+												sizeof(ItemPointerData), false,
+												TYPALIGN_SHORT));
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	execute(plans.sent, values, NULL, SPI_OK_UPDATE);
+	pfree(DatumGetPointer(values[0]));
+	buf->n = 0;
+	StatusCountRows(n, 0);
+	return n;
+}
+
+/*
+ * Rows of a batch were accepted: buffer them for flush_sent.  Marking them
+ * a few batches at a time costs less than a statement per batch, and
+ * happens while the next requests are in flight.
+ */
+static void
+mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf, ShipResult *result)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+		buf->ctids[buf->n++] = PointerGetDatum(&rows[b->first + i].ctid);
+	if (buf->n >= SENT_FLUSH_ROWS)
+		result->accepted += flush_sent(buf);
 }
 
 /* rows of a batch -> failed with this error */
@@ -461,13 +501,14 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		TimestampTz ts;
 		char		probe[HTTP_TIMESTAMP_LEN];
 
-		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		r->ev.transaction_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		r->ev.customer_id = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		r->ev.event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-		ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
-		r->ev.properties = TextDatumGetCString(SPI_getbinval(tup, desc, 6, &isnull));
-		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		r->ctid = *((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull)));
+		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		r->ev.transaction_id = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+		r->ev.customer_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+		r->ev.event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+		ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+		r->ev.properties = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
+		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 
 		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
 			!HttpFormatTimestamp(r->ev.timestamp_us, probe, sizeof(probe)))
@@ -491,7 +532,7 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		values[1] = CStringGetTextDatum("timestamp is outside the range Metronome accepts (years 0000 to 9999)");
 		execute(plans.failed, values, NULL, SPI_OK_UPDATE);
 		result->failed += nbad;
-		StatusCountRequest(0, nbad);
+		StatusCountRows(0, nbad);
 	}
 	*rowsp = rows;
 	*nrows = n;
@@ -504,18 +545,17 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
  */
 static bool
 handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
-			ShipResult *result)
+			SentBuffer *sent, ShipResult *result)
 {
 	ShipBatch  *b = (ShipBatch *) req->user;
 	char	   *msg;
 
 	result->requests++;
+	StatusCountRequest();
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
-			mark_sent(rows, b);
-			result->accepted += b->n;
-			StatusCountRequest(b->n, 0);
+			mark_sent(rows, b, sent, result);
 			StatusGateReset();
 			return true;
 
@@ -532,12 +572,11 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 				/* a stack: the halves go next, the first half first */
 				stack[(*nstack)++] = hi;
 				stack[(*nstack)++] = lo;
-				StatusCountRequest(0, 0);
 				return true;
 			}
 			mark_failed(rows, b, req->error);
 			result->failed++;
-			StatusCountRequest(0, 1);
+			StatusCountRows(0, 1);
 			msg = psprintf("Metronome refused the event with transaction_id \"%s\": %s",
 						   rows[b->first].ev.transaction_id, req->error);
 			StatusSetError(msg);
@@ -550,7 +589,6 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 
 		case HTTP_CLASS_AUTH:
 		case HTTP_CLASS_CONFIG:
-			StatusCountRequest(0, 0);
 			StatusSetError(req->error);
 			StatusSetState(req->klass == HTTP_CLASS_AUTH ?
 						   DELIVERY_AUTH_ERROR : DELIVERY_CONFIG_ERROR);
@@ -562,16 +600,14 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 			return false;
 
 		case HTTP_CLASS_TRANSIENT:
-			StatusCountRequest(0, 0);
-			result->retried += b->n;
 			{
 				int64		nfailed = mark_retry(rows, b, req->error,
 												 req->retry_after_ms);
 
 				result->failed += nfailed;
-				result->retried -= nfailed;
+				result->retried += b->n - nfailed;
 				if (nfailed > 0)
-					StatusCountRequest(0, nfailed);
+					StatusCountRows(0, nfailed);
 			}
 			StatusSetError(req->error);
 			result->gate_until =
@@ -587,17 +623,20 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 static void
 dry_run_batches(ShipRow *rows, int nrows, ShipResult *result)
 {
+	SentBuffer	sent;
 	int			i;
 
+	sent.ctids = palloc(sizeof(Datum) * nrows);
+	sent.n = 0;
 	for (i = 0; i < nrows; i += metronome_batch_size)
 	{
 		ShipBatch	b;
 
 		b.first = i;
 		b.n = Min(metronome_batch_size, nrows - i);
-		mark_sent(rows, &b);
-		result->accepted += b.n;
+		mark_sent(rows, &b, &sent, result);
 	}
+	result->accepted += flush_sent(&sent);
 }
 
 /* send the claimed rows: the heart of the cycle */
@@ -610,10 +649,12 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 	ShipBatch **stack = palloc(sizeof(ShipBatch *) * cap);
 	int			nstack = 0;
 	ShipCleanup *cleanup = palloc0(sizeof(ShipCleanup));
+	SentBuffer *sent = palloc0(sizeof(SentBuffer));
 	TimestampTz started = GetCurrentTimestamp();
 	int			i;
 
 	cleanup->reqs = palloc(sizeof(HttpRequest *) * cap);
+	sent->ctids = palloc(sizeof(Datum) * nrows);
 
 	/* batches in claim order: push the last first */
 	for (i = nb - 1; i >= 0; i--)
@@ -640,7 +681,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 				if (!start_batch(http, rows, b, cleanup))
 				{
 					req = cleanup->reqs[cleanup->nreqs - 1];
-					go = handle_done(req, rows, stack, &nstack, result);
+					go = handle_done(req, rows, stack, &nstack, sent, result);
 				}
 			}
 			if (HttpInFlight(http) > 0)
@@ -648,7 +689,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 			CHECK_FOR_INTERRUPTS();
 			while ((req = HttpNextDone(http)) != NULL)
 			{
-				if (!handle_done(req, rows, stack, &nstack, result))
+				if (!handle_done(req, rows, stack, &nstack, sent, result))
 					go = false;
 				/* the body is not needed any more */
 				free(req->body);
@@ -658,6 +699,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 												 CYCLE_BUDGET_MS))
 				go = false;
 		}
+		result->accepted += flush_sent(sent);
 	}
 	PG_FINALLY();
 	{

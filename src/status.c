@@ -280,18 +280,30 @@ StatusGetState(void)
 }
 
 /*
- * Count one finished request, and the events it got accepted or failed.
+ * Count one finished request.
  */
 void
-StatusCountRequest(int64 accepted, int64 failed)
+StatusCountRequest(void)
 {
 	DeliveryShared *s = state_struct();
 
 	SpinLockAcquire(&s->mutex);
 	s->requests_total++;
-	s->sent_total += accepted;
+	SpinLockRelease(&s->mutex);
+}
+
+/*
+ * Count rows marked sent or failed.
+ */
+void
+StatusCountRows(int64 sent, int64 failed)
+{
+	DeliveryShared *s = state_struct();
+
+	SpinLockAcquire(&s->mutex);
+	s->sent_total += sent;
 	s->failed_total += failed;
-	if (accepted > 0)
+	if (sent > 0)
 		s->last_success_at = GetCurrentTimestamp();
 	SpinLockRelease(&s->mutex);
 }

@@ -56,6 +56,7 @@
 #include "storage/proc.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -479,6 +480,14 @@ MetronomeDeliveryMain(Datum main_arg)
 	if (!StatusClaimWorker())
 		proc_exit(0);
 	before_shmem_exit(delivery_exit, (Datum) 0);
+
+	/*
+	 * The worker's commits only record what Metronome already has: if a
+	 * crash loses the last of them, those rows are pending again and are
+	 * resent, which Metronome's transaction_id dedup makes harmless.  So it
+	 * need not wait for its WAL to reach the disk.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	pgstat_report_appname("metronome delivery");
 	cxt = AllocSetContextCreate(TopMemoryContext, "metronome delivery",
