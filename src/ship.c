@@ -197,7 +197,7 @@ ensure_plans(Oid relid, int claim_limit)
 	Oid			ts[] = {TIMESTAMPTZOID};
 	Oid			sent_args[] = {TIDARRAYOID, TIMESTAMPTZOID};
 	Oid			failed_args[] = {INT8ARRAYOID, TEXTOID};
-	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID};
+	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
 
 	if (plans.relid != relid)
 		free_plans();
@@ -237,13 +237,12 @@ ensure_plans(Oid relid, int claim_limit)
 							 " WHERE id = ANY ($1)", tbl),
 					2, failed_args);
 		plans.retry =
-			prepare(psprintf("UPDATE %s o SET attempts = o.attempts + 1,"
-							 " last_error = $3, next_attempt_at = u.nat,"
-							 " status = CASE WHEN $4 > 0 AND o.attempts + 1 >= $4"
+			prepare(psprintf("UPDATE %s SET attempts = attempts + 1,"
+							 " last_error = $3, next_attempt_at = $2,"
+							 " status = CASE WHEN $4 > 0 AND attempts + 1 >= $4"
 							 " THEN 'failed' ELSE 'pending' END"
-							 " FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, nat)"
-							 " WHERE o.id = u.id"
-							 " RETURNING o.status = 'failed'", tbl),
+							 " WHERE id = ANY ($1)"
+							 " RETURNING status = 'failed'", tbl),
 					4, retry_args);
 		plans.next_due =
 			prepare(psprintf("SELECT next_attempt_at FROM %s"
@@ -356,33 +355,19 @@ mark_failed(ShipRow *rows, ShipBatch *b, const char *error)
 }
 
 /*
- * rows of a batch: one more attempt, retried after a backoff (per row, from
- * its attempts) or after retry_after_ms when the server gave one; failed
- * when max_attempts is reached.  Returns how many rows failed.
+ * rows of a batch: one more attempt, retried after delay_ms; failed when
+ * max_attempts is reached.  The rows of a batch share their next attempt,
+ * so they go out together again.  Returns how many rows failed.
  */
 static int64
-mark_retry(ShipRow *rows, ShipBatch *b, const char *error, int64 retry_after_ms)
+mark_retry(ShipRow *rows, ShipBatch *b, const char *error, int64 delay_ms)
 {
 	Datum		values[4];
-	Datum	   *nat = palloc(sizeof(Datum) * b->n);
-	TimestampTz now = GetCurrentTimestamp();
 	int64		failed = 0;
 	uint64		i;
 
-	for (i = 0; i < (uint64) b->n; i++)
-	{
-		int64		delay;
-
-		if (retry_after_ms >= 0)
-			delay = Min(retry_after_ms, (int64) metronome_max_backoff);
-		else
-			delay = ShipBackoffDelay(rows[b->first + i].attempts + 1, jitter());
-		nat[i] = TimestampTzGetDatum(now + delay * 1000);
-	}
 	values[0] = batch_ids(rows, b);
-	values[1] = PointerGetDatum(construct_array(nat, b->n, TIMESTAMPTZOID,
-												sizeof(TimestampTz),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp() + delay_ms * 1000);
 	values[2] = CStringGetTextDatum(error);
 	values[3] = Int32GetDatum(metronome_max_attempts);
 	execute(plans.retry, values, NULL, SPI_OK_UPDATE_RETURNING);
@@ -396,6 +381,24 @@ mark_retry(ShipRow *rows, ShipBatch *b, const char *error, int64 retry_after_ms)
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return failed;
+}
+
+/*
+ * How long the rows of a batch wait after a transient failure: the
+ * server's Retry-After (capped by max_backoff), else the exponential
+ * backoff of the batch's attempts, jittered.
+ */
+static int64
+retry_delay(ShipRow *rows, ShipBatch *b, int64 retry_after_ms, double random01)
+{
+	int			attempts = 0;
+	int			i;
+
+	if (retry_after_ms >= 0)
+		return Min(retry_after_ms, (int64) metronome_max_backoff);
+	for (i = 0; i < b->n; i++)
+		attempts = Max(attempts, rows[b->first + i].attempts);
+	return ShipBackoffDelay(attempts + 1, random01);
 }
 
 /* the process's HTTP client, configured from the current settings */
@@ -601,18 +604,20 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 
 		case HTTP_CLASS_TRANSIENT:
 			{
-				int64		nfailed = mark_retry(rows, b, req->error,
-												 req->retry_after_ms);
+				double		r = jitter();
+				int64		nfailed;
 
+				nfailed = mark_retry(rows, b, req->error,
+									 retry_delay(rows, b, req->retry_after_ms, r));
 				result->failed += nfailed;
 				result->retried += b->n - nfailed;
 				if (nfailed > 0)
 					StatusCountRows(0, nfailed);
+				StatusSetError(req->error);
+				result->gate_until =
+					StatusGateClose(DELIVERY_GATE_TRANSIENT,
+									req->retry_after_ms, r);
 			}
-			StatusSetError(req->error);
-			result->gate_until =
-				StatusGateClose(DELIVERY_GATE_TRANSIENT,
-								req->retry_after_ms, jitter());
 			result->gated = true;
 			return false;
 	}

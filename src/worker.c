@@ -386,7 +386,8 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 					 errhint("Run CREATE EXTENSION metronome in that database.")));
 		*said_no_extension = true;
 		set_state(DELIVERY_WAITING_EXTENSION);
-		return metronome_poll_interval;
+		/* CREATE EXTENSION wakes nobody: look again within a second */
+		return Min(metronome_poll_interval, 1000);
 	}
 	if (*said_no_extension)
 		ereport(LOG,
