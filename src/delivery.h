@@ -106,5 +106,6 @@ extern bool ShipInProgress(void);
 
 /* worker.c */
 extern bool AmDeliveryWorker(void);
+extern void WorkerSetState(DeliveryState state);
 
 #endif							/* METRONOME_DELIVERY_H */

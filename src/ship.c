@@ -782,6 +782,7 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 		result->full = (result->claimed >= limit);
 		if (nrows > 0)
 		{
+			WorkerSetState(DELIVERY_SHIPPING);
 			if (dry_run)
 				dry_run_batches(rows, nrows, result);
 			else

@@ -307,12 +307,17 @@ delivery_exit(int code, Datum arg)
 	StatusReleaseWorker();
 }
 
-/* the state shown in pg_stat_activity and metronome_status() */
-static void
-set_state(DeliveryState state)
+/*
+ * The delivery worker's state, shown in pg_stat_activity and
+ * metronome_status().  No-op in other processes.
+ */
+void
+WorkerSetState(DeliveryState state)
 {
 	static DeliveryState shown = (DeliveryState) -1;
 
+	if (!am_delivery_worker)
+		return;
 	StatusSetState(state);
 	if (state != shown)
 	{
@@ -369,7 +374,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 	{
 		recover_from_error(cxt);
 		*errors = Min(*errors + 1, 30);
-		set_state(DELIVERY_BACKOFF);
+		WorkerSetState(DELIVERY_BACKOFF);
 		pgstat_report_stat(true);
 		return (long) ShipBackoffDelay(*errors, pg_prng_double(&pg_global_prng_state));
 	}
@@ -385,7 +390,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 							metronome_database),
 					 errhint("Run CREATE EXTENSION metronome in that database.")));
 		*said_no_extension = true;
-		set_state(DELIVERY_WAITING_EXTENSION);
+		WorkerSetState(DELIVERY_WAITING_EXTENSION);
 		/* CREATE EXTENSION wakes nobody: look again within a second */
 		return Min(metronome_poll_interval, 1000);
 	}
@@ -403,19 +408,19 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 		DeliveryState st = StatusGetState();
 
 		if (st != DELIVERY_AUTH_ERROR && st != DELIVERY_CONFIG_ERROR)
-			set_state(DELIVERY_BACKOFF);
+			WorkerSetState(DELIVERY_BACKOFF);
 		else
-			set_state(st);
+			WorkerSetState(st);
 		return ms_until(r.gate_until);
 	}
 
 	if (r.claimed > 0)
 	{
-		set_state(DELIVERY_SHIPPING);
+		WorkerSetState(DELIVERY_SHIPPING);
 		return 0;
 	}
 
-	set_state(DELIVERY_IDLE);
+	WorkerSetState(DELIVERY_IDLE);
 	wait_ms = metronome_poll_interval;
 	if (due != DT_NOEND && due > GetCurrentTimestamp())
 		wait_ms = Min(wait_ms, ms_until(due));
@@ -509,7 +514,7 @@ MetronomeDeliveryMain(Datum main_arg)
 
 		if (!metronome_enabled)
 		{
-			set_state(DELIVERY_PAUSED);
+			WorkerSetState(DELIVERY_PAUSED);
 			wait_ms = metronome_poll_interval;
 		}
 		else
