@@ -122,15 +122,17 @@ wait_latch(long ms)
 					 Max(ms, 1), PG_WAIT_EXTENSION);
 }
 
-/* apply a pending SIGHUP */
-static void
+/* apply a pending SIGHUP; true if there was one */
+static bool
 reload_if_asked(void)
 {
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		return true;
 	}
+	return false;
 }
 
 /* milliseconds from now to t (0 when past) */
@@ -509,7 +511,8 @@ MetronomeDeliveryMain(Datum main_arg)
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		reload_if_asked();
+		if (reload_if_asked())
+			next_cleanup = 0;	/* retain_sent may have changed */
 		MemoryContextReset(cxt);
 
 		if (!metronome_enabled)
@@ -526,10 +529,15 @@ MetronomeDeliveryMain(Datum main_arg)
 		{
 			bool		more = retain_cleanup(cxt);
 
+			/* once a minute, or as often as retain_sent asks */
 			next_cleanup = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   more ? 1000 : RETAIN_EVERY_MS);
+													   more ? 1000 :
+													   Min(RETAIN_EVERY_MS,
+														   Max(1000, (int64) metronome_retain_sent * 1000)));
 		}
 
+		if (wait_ms > 0 && metronome_retain_sent >= 0 && !said_no_extension)
+			wait_ms = Min(wait_ms, Max(ms_until(next_cleanup), 1));
 		if (wait_ms > 0)
 		{
 			pgstat_report_stat(true);
