@@ -58,6 +58,7 @@
 #include "http.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -126,6 +127,13 @@ static struct
 
 static HttpClient *client = NULL;
 static bool in_ship = false;
+
+/*
+ * The requests of the cycle (or connection check) in progress.  Its
+ * PG_FINALLY frees them; a FATAL (SIGTERM mid-request) skips that and ends
+ * the process, so ship_exit frees them then.
+ */
+static ShipCleanup *pending_cleanup = NULL;
 
 /*
  * Is this backend running a shipping cycle (its own outbox updates must
@@ -401,6 +409,32 @@ retry_delay(ShipRow *rows, ShipBatch *b, int64 retry_after_ms, double random01)
 	return ShipBackoffDelay(attempts + 1, random01);
 }
 
+/* abort the requests of a cleanup list, free them, and forget the list */
+static void
+release_requests(ShipCleanup *cleanup)
+{
+	int			i;
+
+	HttpCancelAll(client);
+	for (i = 0; i < cleanup->nreqs; i++)
+		HttpRequestFree(cleanup->reqs[i]);
+	cleanup->nreqs = 0;
+	pending_cleanup = NULL;
+}
+
+/* at process exit: free what a FATAL left in flight, and the client */
+static void
+ship_exit(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	in_ship = false;
+	if (pending_cleanup != NULL)
+		release_requests(pending_cleanup);
+	HttpClientDestroy(client);
+	client = NULL;
+}
+
 /* the process's HTTP client, configured from the current settings */
 static HttpClient *
 get_client(void)
@@ -412,6 +446,7 @@ get_client(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not initialize libcurl")));
+		before_shmem_exit(ship_exit, (Datum) 0);
 	}
 	if (!HttpClientConfigure(client, metronome_ingest_url, metronome_api_token,
 							 "pg_metronome/" METRONOME_VERSION,
@@ -671,6 +706,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 		stack[nstack++] = b;
 	}
 
+	pending_cleanup = cleanup;
 	PG_TRY();
 	{
 		bool		go = true;
@@ -708,10 +744,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 	}
 	PG_FINALLY();
 	{
-		HttpCancelAll(http);
-		for (i = 0; i < cleanup->nreqs; i++)
-			HttpRequestFree(cleanup->reqs[i]);
-		cleanup->nreqs = 0;
+		release_requests(cleanup);
 	}
 	PG_END_TRY();
 }
@@ -967,6 +1000,7 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	HttpClient *http;
 	HttpRequest *req;
 	HttpRequest *volatile vreq;
+	ShipCleanup cleanup;
 	long		status;
 	HttpClass	klass;
 	char		error[HTTP_ERROR_LEN];
@@ -989,6 +1023,9 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	}
 	req->body_len = 2;
 	vreq = req;
+	cleanup.reqs = &req;
+	cleanup.nreqs = 1;
+	pending_cleanup = &cleanup;
 
 	PG_TRY();
 	{
@@ -1001,11 +1038,15 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 			}
 		}
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		HttpCancelAll(http);
+		/* a cancel or a timeout: the request is not wanted any more */
+		release_requests(&cleanup);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	HttpCancelAll(http);
+	pending_cleanup = NULL;
 
 	status = req->status;
 	klass = req->klass;

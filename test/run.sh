@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/run.sh: the test command of pg_metronome.  CI runs it through .ci/run.
 #
-# Usage: test/run.sh [--only SUITE]... [--keep] [-v] [NAME]...
+# Usage: test/run.sh [--only SUITE]... [--keep] [-v] [--valgrind] [NAME]...
 #
 #   --only SUITE  run only this suite; repeatable.  SUITE is one of
 #                 regress    pg_regress over sql/*.sql (expected/*.out)
@@ -14,9 +14,16 @@
 #                 module); several NAMEs select the union.
 #   --keep        keep the work directory (build, install, logs) and print it
 #   -v            verbose TAP output (every assertion)
+#   --valgrind    run every server process under valgrind memcheck (see
+#                 test/lib/valgrind.sh): the suites regress, tap and
+#                 isolation only (unless --only says otherwise), niced,
+#                 with longer timeouts; then every error valgrind reported
+#                 is printed and counted as a failure (suite "valgrind").
+#                 Not part of the default run: it takes about 15 minutes.
 #
 # Examples: test/run.sh --only regress          test/run.sh 001_settings
 #           test/run.sh --only tap --only python --keep
+#           test/run.sh --valgrind                test/run.sh --valgrind 104_auth
 #
 # What it does, started as root or as a plain user, from any checkout:
 #   1. finds pg_config (PG_CONFIG, else pg_config in PATH) and the packages
@@ -69,6 +76,7 @@ ALL_SUITES="regress tap isolation python fuzz"
 ONLY=""
 KEEP=0
 VERBOSE=0
+VALGRIND=0
 FILTERS=()
 ORIG_ARGS=("$@")
 
@@ -85,15 +93,29 @@ while [ $# -gt 0 ]; do
 			set -- --only "${1#--only=}" "${@:2}" ;;
 		--keep) KEEP=1; shift ;;
 		-v|--verbose) VERBOSE=1; shift ;;
+		--valgrind) VALGRIND=1; shift ;;
 		-h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		-*) mt_die "unknown option $1 (see $0 --help)" ;;
 		*) FILTERS+=("$1"); shift ;;
 	esac
 done
-[ -n "$ONLY" ] || ONLY=" $ALL_SUITES"
+if [ -z "$ONLY" ]; then
+	if [ "$VALGRIND" -eq 1 ]; then
+		ONLY=" regress tap isolation"	# the suites that start servers
+	else
+		ONLY=" $ALL_SUITES"
+	fi
+fi
 
 mt_find_pg_config
 mt_ensure_packages
+if [ "$VALGRIND" -eq 1 ]; then
+	# shellcheck source=lib/valgrind.sh
+	. "$ROOT_DIR/test/lib/valgrind.sh"
+	mt_valgrind_check
+	# others use the same cores: valgrind runs, and everything under it, niced
+	renice -n 10 -p $$ >/dev/null 2>&1 || true
+fi
 
 # Root: hand over to the unprivileged user, in a private copy of the tree.
 if [ "$(id -u)" -eq 0 ]; then
@@ -218,6 +240,19 @@ if ! mt_install_tmp; then
 	fail 1 install
 	summary
 fi
+if [ "$VALGRIND" -eq 1 ]; then
+	mt_log "valgrind: every server process under memcheck, logs in $MT_WORKDIR/valgrind"
+	if ! mt_valgrind_install; then
+		fail 1 install
+		summary
+	fi
+	# everything is 10 to 50 times slower: wait longer for it
+	export PG_TEST_TIMEOUT_DEFAULT=900 PGCTLTIMEOUT=900
+	export METRONOME_TEST_TIME_SCALE=${METRONOME_TEST_TIME_SCALE:-6}
+	export METRONOME_VALGRIND=1
+fi
+# vg_logs SUITE: the servers of this suite write their valgrind logs apart
+vg_logs() { export MT_VALGRIND_LOG_DIR=$MT_WORKDIR/valgrind/$1; }
 PG_REGRESS=$PG_PGXSDIR/test/regress/pg_regress
 PG_ISOLATION_REGRESS=$PG_PGXSDIR/test/isolation/pg_isolation_regress
 export METRONOME_SRC=$MT_SRC
@@ -246,6 +281,7 @@ if want_suite regress && [ -d sql ]; then
 		extra=()
 		[ -f test/regress.conf ] && extra+=(--temp-config=test/regress.conf)
 		rm -rf results regression.diffs regression.out tmp_check_regress
+		vg_logs regress
 		"$PG_REGRESS" --temp-instance=tmp_check_regress --bindir="$MT_TI_BIN" \
 			--no-locale --encoding=UTF8 "${opts[@]}" "${extra[@]}" "${names[@]}" \
 			2>&1 | tee "$MT_WORKDIR/regress.log"
@@ -275,6 +311,7 @@ if want_suite tap && [ -d test/t ]; then
 		files=()
 		for n in "${names[@]}"; do files+=("test/t/$n.pl"); done
 		rm -rf tmp_check
+		vg_logs tap
 		vflag=()
 		[ "$VERBOSE" -eq 1 ] && vflag=(-v)
 		PERL5LIB="$PG_PGXSDIR/test/perl:$MT_SRC/test/lib${PERL5LIB:+:$PERL5LIB}" \
@@ -318,6 +355,7 @@ if want_suite isolation && [ -d test/isolation/specs ]; then
 		extra=()
 		[ -f test/isolation/isolation.conf ] && extra+=(--temp-config=test/isolation/isolation.conf)
 		rm -rf output_iso tmp_check_iso
+		vg_logs isolation
 		mkdir -p output_iso
 		"$PG_ISOLATION_REGRESS" --temp-instance=tmp_check_iso --bindir="$MT_TI_BIN" \
 			--inputdir=test/isolation --outputdir=output_iso \
@@ -376,6 +414,31 @@ if want_suite fuzz && [ -f test/fuzz/run.sh ] && [ "$(select_names fuzz)" = fuzz
 		fail 1 fuzz
 	fi
 	RAN=$((RAN + 1))
+fi
+
+######################################################################
+# (f) --valgrind: what memcheck found in the servers' processes
+######################################################################
+if [ "$VALGRIND" -eq 1 ]; then
+	for d in "$MT_WORKDIR"/valgrind/*/; do
+		[ -d "$d" ] || continue
+		suite=$(basename "$d")
+		mt_log "valgrind: $suite"
+		mt_valgrind_report "$d" | tee "$MT_WORKDIR/valgrind-$suite.log"
+		line=$(grep '^VALGRIND-SUMMARY ' "$MT_WORKDIR/valgrind-$suite.log" | tail -n1)
+		procs=$(sed -n 's/.* processes=\([0-9]*\).*/\1/p' <<<"$line")
+		bad=$(sed -n 's/.* bad_processes=\([0-9]*\).*/\1/p' <<<"$line")
+		# one failure per process with errors; one pass per clean suite
+		if [ "${procs:-0}" -eq 0 ]; then
+			echo "valgrind: no log in $d: the servers did not run under valgrind"
+			fail 1 valgrind
+		elif [ "${bad:-0}" -gt 0 ]; then
+			fail "$bad" valgrind
+		else
+			pass 1
+		fi
+		RAN=$((RAN + 1))
+	done
 fi
 
 if [ "$RAN" -eq 0 ] && [ -z "$FAILED_SUITES" ]; then

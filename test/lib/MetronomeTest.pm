@@ -34,7 +34,8 @@ use Scalar::Util ();
 use Test::More ();
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote);
+our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote time_scale
+  timing_todo);
 
 my @mocks;    # weak references to the mocks started, for END
 
@@ -56,14 +57,35 @@ sub conf_quote
 	return "'$v'";
 }
 
+# time_scale(): how many times slower the servers are than usual: 1, or
+# METRONOME_TEST_TIME_SCALE (test/run.sh --valgrind sets it).
+sub time_scale
+{
+	return $ENV{METRONOME_TEST_TIME_SCALE} || 1;
+}
+
+# timing_todo(): a reason for $::TODO around assertions about timing (how
+# soon something happens, how many requests in a while) under test/run.sh
+# --valgrind, where every server process is 10 to 50 times slower and such
+# assertions say nothing; undef otherwise.  Usage:
+#   { local $::TODO = timing_todo(); cmp_ok($elapsed, '<', 2, 'promptly'); }
+sub timing_todo
+{
+	return $ENV{METRONOME_VALGRIND} ? 'timing is not checked under valgrind' : undef;
+}
+
 # wait_for(sub, timeout_seconds = 30, interval_seconds = 0.1): call sub until
 # it returns a true value; returns that value, or undef after the timeout.
-# Exceptions thrown by sub count as "not yet".
+# Exceptions thrown by sub count as "not yet".  The timeout is multiplied by
+# METRONOME_TEST_TIME_SCALE when set (test/run.sh --valgrind sets it: every
+# server process is then many times slower).
 sub wait_for
 {
 	my ($cond, $timeout, $interval) = @_;
 	$timeout  //= 30;
 	$interval //= 0.1;
+	$timeout *= $ENV{METRONOME_TEST_TIME_SCALE}
+	  if $ENV{METRONOME_TEST_TIME_SCALE};
 	my $deadline = time() + $timeout;
 	while (1)
 	{
@@ -128,9 +150,20 @@ sub start_mock
 }
 
 # Every mock still running is stopped when the test ends, however it ends.
+# Under test/run.sh --valgrind (METRONOME_VALGRIND set), every node still
+# running is first stopped in fast mode, not the immediate mode of
+# PostgreSQL::Test::Cluster's own END (this END runs before it): its
+# processes then exit normally, and valgrind checks them for leaks.
 END
 {
 	local $?;
+	if ($ENV{METRONOME_VALGRIND})
+	{
+		for my $node (@PostgreSQL::Test::Cluster::all_nodes)
+		{
+			$node->stop('fast', fail_ok => 1) if defined $node->{_pid};
+		}
+	}
 	for my $m (@mocks)
 	{
 		$m->stop if $m;

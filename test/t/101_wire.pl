@@ -111,8 +111,11 @@ $node->safe_psql('postgres',
 ok(wait_for(sub { $mock->stats->{unique_events} >= 1 }, 10, 0.01),
 	'a single event arrives');
 my $latency = time() - $t0;
-cmp_ok($latency, '<', 2,
-	sprintf('within 2 s of the commit with poll_interval = 1h (%.3f s)', $latency));
+{
+	local $::TODO = timing_todo();
+	cmp_ok($latency, '<', 2,
+		sprintf('within 2 s of the commit with poll_interval = 1h (%.3f s)', $latency));
+}
 
 # A rolled-back insert sends nothing.
 $mock->reset;
