@@ -823,6 +823,8 @@ detach(HttpClient *client, HttpRequest *req, bool reuse)
 		if (client->active[i] == req)
 		{
 			client->active[i] = client->active[--client->nactive];
+			/* no stale pointer: a request leaked must show as lost */
+			client->active[client->nactive] = NULL;
 			break;
 		}
 	}

@@ -741,6 +741,9 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 				go = false;
 		}
 		result->accepted += flush_sent(sent);
+		/* the cycle's time ran out before every batch went: more is due */
+		if (nstack > 0 && !result->gated)
+			result->full = true;
 	}
 	PG_FINALLY();
 	{
