@@ -166,6 +166,8 @@ is( $node->safe_psql('postgres',
 # 1. First round, killed: the worker is killed with a request in flight.
 my $pid = worker_pid();
 ok($pid, 'the worker runs');
+# (answers slower, so that shipping is still under way when the kill comes)
+$mock->faults({ delay => 0.3 });
 my @round1 = round(400);
 ok( wait_for(
 		sub {
@@ -179,6 +181,7 @@ note "killed the worker ($pid)";
 finish($_) for @round1;    # the restart ended their sessions
 ok( $node->poll_query_until('postgres', 'SELECT true'),
 	'the server is back after the crash');
+$mock->faults({ delay => 0.03 });
 my $pid2 = worker_pid();
 isnt($pid2, $pid, 'a new worker runs');
 
