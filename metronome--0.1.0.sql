@@ -55,7 +55,7 @@ COMMENT ON TABLE metronome_mappings IS
 -- What is to be sent, and what was sent.
 CREATE TABLE metronome_outbox (
     id              bigserial PRIMARY KEY,
-    transaction_id  text NOT NULL UNIQUE,
+    transaction_id  text COLLATE "C" NOT NULL UNIQUE,   -- an identifier: compared byte by byte
     customer_id     text NOT NULL,
     event_type      text NOT NULL,
     "timestamp"     timestamptz NOT NULL,

@@ -104,7 +104,9 @@ FieldCoerceText(MetField field, const JsonbValue *v, text **out)
 			return psprintf("%s must be a string, not %s", name, json_type_name(v));
 	}
 
-	if (field == FIELD_TRANSACTION_ID)
+	/* characters, not bytes; no need to count when the bytes are few */
+	if (field == FIELD_TRANSACTION_ID &&
+		VARSIZE_ANY_EXHDR(*out) > MAX_TRANSACTION_ID_CHARS)
 	{
 		int			nchars = pg_mbstrlen_with_len(VARDATA_ANY(*out),
 												  VARSIZE_ANY_EXHDR(*out));

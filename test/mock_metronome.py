@@ -44,6 +44,11 @@ Control endpoints (no token needed; JSON answers):
                    null), "status" (answered; null when dropped), "fault"
                    (the script entry used, or null)}.  ?since=SEQ gives only
                    those with seq > SEQ.
+  GET  /_wait?unique_events=N[&requests=M...][&timeout=S]
+                   answers once every named /_stats counter is >= its value,
+                   or after S seconds (default 10, at most 120): the /_stats
+                   object plus "reached": true|false.  For tests that wait
+                   for a delivery instead of sleeping.
   GET  /_faults    the current faults (same format as below).
   POST /_faults    set faults (JSON object below); answers the current faults.
   DELETE /_faults  clear every fault (same as POST {"clear": true}).
@@ -84,10 +89,10 @@ Faults (POST /_faults body, or --faults JSON / --faults @file at start):
      "reset": true,               same with RST
      "process": false}            handle (validate, record) the batch first?
                                   Default: true when there is no status or a
-                                  2xx one and no drop/reset, false otherwise.  When true, a
-                                  batch refused by validation (400/401) gets
-                                  that answer; an accepted one gets "status"
-                                  (default 200).  So {"status": 500,
+                                  2xx one and no drop/reset, false otherwise.
+                                  When true, a batch refused by validation
+                                  (400/401) gets that answer; an accepted one
+                                  gets "status" (default 200).  So {"status": 500,
                                   "process": true} records the batch and then
                                   answers 500 (the client will resend
                                   duplicates).
@@ -100,23 +105,43 @@ Command line:
                     [--reject-transaction-id ID]... [--max-future-hours H]
                     [--max-recorded N]
   It binds 127.0.0.1 only.  --port 0 (the default) picks a free port.  Once
-  listening it prints "PORT <n>" as the first line of stdout (flushed), and
-  writes <n> to --port-file (atomically) if given.  --log appends one JSON line
-  per ingest request: {"time", "method", "path", "headers" (masked), "auth",
-  "body" (parsed JSON when it parses, else the text), "status", "fault"}.
-  --max-recorded caps the requests kept for /_requests and /_events (default
-  20000; counters and dedup stay exact beyond it).  SIGTERM/SIGINT stop it
-  cleanly (exit status 0).
+  listening it writes <n> to --port-file if given (atomically: the file
+  appears complete), then prints "PORT <n>" as the first line of stdout
+  (flushed); nothing else goes to stdout.  --log appends one JSON line per
+  ingest request, flushed at once: {"time" (UTC RFC 3339), "method", "path",
+  "headers" (lower-cased names, Authorization masked), "auth", "body" (the
+  parsed JSON when it parses, after gunzip; else the text), "status"
+  (null when dropped), "fault"}.  --max-recorded caps the requests kept for
+  /_requests and /_events (default 10000, up to 1,000,000 events; counters
+  and dedup stay exact beyond it).  SIGTERM/SIGINT stop it cleanly (exit
+  status 0).  Bad arguments or faults: exit status 2.
+
+  Example:
+    python3 test/mock_metronome.py --port 0 --token demo-token \\
+        --log /tmp/mock.jsonl --script '[503, {"status": 429, "retry_after": "1"}]'
+    curl -s -X POST localhost:PORT/_faults -d '{"delay": 0.2}'
+    curl -s localhost:PORT/_stats
 
 Implementation: one asyncio event loop with a hand-written HTTP/1.1 protocol
 (keep-alive, pipelining, Content-Length on every answer), so delays never
 block other connections and clients dropping connections are harmless.
 
-Speed: measured with test/bench/mock.sh on this 2-core machine (the client,
-4 processes x 2 keep-alive connections, shares the 2 cores): about 3,600
-requests/s of 100 events each (360,000 events/s) with unique transaction_ids,
-bodies of ~24 KB; 3.7x the 1,000 requests/s target.  The extension's
-benchmark needs 500 requests/s.
+Speed (test/bench/mock.sh on this 2-core machine; the client, 2 processes x
+2 keep-alive connections, shares the cores; 100 events of ~370 bytes per
+request, 37 KB bodies, every transaction_id new):
+  python3 = pyenv 3.11.7 (first in root's PATH here):
+    1,380 requests/s = 138,000 events/s with the machine otherwise idle (1.4x
+    the 1,000 requests/s target).  With other sessions loading the 2 cores
+    (load average 2 to 4) it measured 860 to 1,160 requests/s; its CPU time
+    was 700 to 840 us per request, i.e. 1,200 to 1,400 requests/s for each
+    core it gets to itself.
+  /usr/bin/python3 = Debian's 3.11 (an optimized build; what non-root users
+  such as test/run.sh's get here):
+    1,780 requests/s = 178,000 events/s idle (1.8x); 1,400 to 1,680 loaded;
+    500 to 600 us of CPU per request.
+  gzip bodies and --log cost 5 to 15 % more CPU per request.  About 60 % of
+  the time is json-decoding the body, which the mock cannot skip.  At the
+  extension benchmark's 500 requests/s the mock is 30 to 45 % busy.
 """
 
 import argparse
@@ -124,7 +149,9 @@ import asyncio
 import collections
 import datetime
 import http
+import itertools
 import json
+import operator
 import os
 import re
 import signal
@@ -142,7 +169,15 @@ EVENT_KEYS = frozenset(("transaction_id", "customer_id", "event_type",
                         "timestamp", "properties"))
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?"
                      r"(?:[Zz]|[+-]\d\d:\d\d)\Z", re.ASCII)
+TS_ONE = (r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T"
+          r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z")
+TS_BATCH = re.compile(r"(?:%s\n)*%s\Z" % (TS_ONE, TS_ONE), re.ASCII)
 fromisoformat = datetime.datetime.fromisoformat
+GET4 = operator.itemgetter("transaction_id", "customer_id", "event_type",
+                           "timestamp")
+GET_PROPS = operator.methodcaller("get", "properties", {})
+contains = operator.contains
+repeat = itertools.repeat
 
 
 class BadRequest(Exception):
@@ -168,8 +203,15 @@ def reject_constant(name):
     raise ValueError("invalid JSON constant %s" % name)
 
 
+DECODER = json.JSONDecoder(parse_constant=reject_constant)
+
+
 def validate_batch(batch, max_future):
-    """Raise BadRequest unless batch is a list of 1..100 valid events."""
+    """Raise BadRequest unless batch is a list of 1..100 valid events.
+
+    The reference check, with a message naming the first fault; the common
+    case goes through check_fast instead.
+    """
     if not isinstance(batch, list):
         raise BadRequest("Request body must be a JSON array of events")
     n = len(batch)
@@ -212,8 +254,7 @@ def validate_batch(batch, max_future):
             raise BadRequest("events[%d].timestamp %s is not an RFC 3339 "
                              "date-time" % (i, json.dumps(ts)))
         try:
-            when = fromisoformat(ts if ts[-1] == "Z" or ts[-1].isdigit()
-                                 else ts.upper()).timestamp()
+            when = fromisoformat(ts.upper()).timestamp()
         except ValueError:
             raise BadRequest("events[%d].timestamp %s is not a valid date-time"
                              % (i, json.dumps(ts)))
@@ -223,6 +264,59 @@ def validate_batch(batch, max_future):
                                              max_future / 3600.0))
         if "properties" in ev and type(ev["properties"]) is not dict:
             raise BadRequest("events[%d].properties must be an object" % i)
+
+
+def check_fast(batch, limit19, good_dates):
+    """The transaction_ids of batch if it is plainly valid, else None.
+
+    A quick pass for the common case (UTC "Z" timestamps before the limit),
+    done with whole-batch C-level operations rather than a Python loop per
+    event.  It accepts nothing that validate_batch refuses and answers None
+    whenever in doubt, so that validate_batch decides and words the message.
+    limit19 is the future limit as "YYYY-MM-DDTHH:MM:SS" (UTC); good_dates
+    caches calendar checks of days 29 to 31.
+    """
+    if type(batch) is not list or not 0 < len(batch) <= MAX_EVENTS:
+        return None
+    try:
+        # The getter raises TypeError on anything but a dict (JSON gives no
+        # other mapping) and KeyError on a missing field; str.join raises
+        # TypeError unless every item is a string.
+        txs, cids, ets, tss = zip(*map(GET4, batch))
+        "".join(txs)
+        "".join(cids)
+        "".join(ets)
+        joined = "\n".join(tss)
+    except (KeyError, TypeError):
+        return None
+    n = len(batch)
+    extra = sum(map(len, batch)) - 4 * n
+    if extra:
+        # Only "properties" may be there besides the four, as an object.
+        if sum(map(contains, batch, repeat("properties", n))) != extra:
+            return None
+        if set(map(type, map(GET_PROPS, batch))) != {dict}:
+            return None
+    if "" in txs or "" in cids or "" in ets or \
+            max(map(len, txs)) > MAX_TXID:
+        return None
+    if TS_BATCH.match(joined) is None or max(tss)[:19] >= limit19:
+        return None
+    if "-29T" in joined or "-30T" in joined or "-31T" in joined:
+        for day in {t[:10] for t in tss}:
+            ok = good_dates.get(day)
+            if ok is None:
+                try:
+                    datetime.date.fromisoformat(day)
+                    ok = True
+                except ValueError:
+                    ok = False
+                if len(good_dates) > 10000:
+                    good_dates.clear()
+                good_dates[day] = ok
+            if not ok:
+                return None
+    return txs
 
 
 def normalize_entry(entry):
@@ -329,6 +423,9 @@ class Mock:
         self.logf = open(args.log, "a", encoding="utf-8") if args.log else None
         self.initial_faults = []
         self.open_connections = 0
+        self.good_dates = {}
+        self._limit_at = None
+        self._limit19 = None
         self.reset()
 
     def reset(self):
@@ -377,6 +474,19 @@ class Mock:
 
     # -- ingest ---------------------------------------------------------
 
+    def limit19(self):
+        """The future limit of timestamps as "YYYY-MM-DDTHH:MM:SS" (UTC)."""
+        now = int(time.time())
+        if now != self._limit_at:
+            try:
+                lim = datetime.datetime.fromtimestamp(
+                    now + self.max_future, datetime.timezone.utc)
+                self._limit19 = lim.strftime("%Y-%m-%dT%H:%M:%S")
+            except (OverflowError, ValueError, OSError):
+                self._limit19 = "9999-12-31T23:59:59"
+            self._limit_at = now
+        return self._limit19
+
     def ingest(self, method, path, headers, raw):
         """Handle one ingest request: returns an answer dict for the protocol.
 
@@ -419,9 +529,12 @@ class Mock:
                 text = raw.decode("utf-8", "replace")
                 raise BadRequest("Request body is not valid UTF-8")
             try:
-                parsed = json.loads(text, parse_constant=reject_constant)
+                parsed = DECODER.decode(text)
             except ValueError as e:
                 raise BadRequest("Request body is not valid JSON: %s" % e)
+            except RecursionError:
+                raise BadRequest("Request body is not valid JSON: nested "
+                                 "too deeply")
             if isinstance(parsed, list):
                 nevents = len(parsed)
         except BadRequest as e:
@@ -436,30 +549,34 @@ class Mock:
                        else "Invalid API token")
         elif status == 200:
             try:
-                validate_batch(parsed, self.max_future)
-                if self.faults.reject:
-                    for ev in parsed:
-                        if ev["transaction_id"] in self.faults.reject:
-                            raise BadRequest(
-                                "Event with transaction_id %s was rejected "
-                                "(mock fault reject_transaction_ids)"
-                                % json.dumps(ev["transaction_id"]))
+                txs = check_fast(parsed, self.limit19(), self.good_dates)
+                if txs is None:
+                    validate_batch(parsed, self.max_future)
+                    txs = [ev["transaction_id"] for ev in parsed]
+                rej = self.faults.reject
+                if rej and not rej.isdisjoint(txs):
+                    tx = next(t for t in txs if t in rej)
+                    raise BadRequest("Event with transaction_id %s was rejected "
+                                     "(mock fault reject_transaction_ids)"
+                                     % json.dumps(tx))
             except BadRequest as e:
                 status, message = 400, str(e)
             else:
                 seen = self.seen
-                uniq = []
-                for i, ev in enumerate(parsed):
-                    tx = ev["transaction_id"]
-                    if tx in seen:
-                        self.s_dups += 1
-                    else:
-                        seen.add(tx)
-                        uniq.append(i)
-                self.s_events += nevents
-                self.s_unique += len(uniq)
-                if len(uniq) == nevents:
+                if seen.isdisjoint(txs) and len(set(txs)) == nevents:
+                    seen.update(txs)
                     uniq = True
+                    self.s_unique += nevents
+                else:
+                    uniq = []
+                    for i, tx in enumerate(txs):
+                        if tx in seen:
+                            self.s_dups += 1
+                        else:
+                            seen.add(tx)
+                            uniq.append(i)
+                    self.s_unique += len(uniq)
+                self.s_events += nevents
                 if entry is not None and entry.get("status"):
                     status = entry["status"]
 
@@ -711,13 +828,30 @@ class Connection(asyncio.Protocol):
             close = self.wants_close(version, headers)
             path, _, qs = target.partition("?")
             if ingest:
-                ans = self.mock.ingest(method, path, headers, raw)
+                try:
+                    ans = self.mock.ingest(method, path, headers, raw)
+                except Exception:
+                    self.mock.inflight -= 1
+                    raise
                 if ans["delay"] > 0:
-                    self.busy = True
-                    self.transport.pause_reading()
-                    self.loop.call_later(ans["delay"], self.finish, ans, close)
+                    self.defer(ans["delay"], self.finish, ans, close)
                     return
-                self.finish(ans, close, resume=False)
+                self.finish(ans, close)
+            elif path == "/_wait" and method == "GET":
+                query = dict(p.partition("=")[::2] for p in qs.split("&") if p)
+                try:
+                    want = {k: float(v) for k, v in query.items()}
+                    timeout = want.pop("timeout", 10.0)
+                    if not 0 <= timeout <= 120:
+                        raise ValueError("timeout must be 0 to 120 seconds")
+                    if not set(want) <= set(self.mock.stats()):
+                        raise ValueError("unknown counter(s): %s" % ", ".join(
+                            sorted(set(want) - set(self.mock.stats()))))
+                except ValueError as e:
+                    self.simple(400, {"message": "Bad request: %s" % e}, close)
+                    continue
+                if not self.wait_poll(want, time.monotonic() + timeout, close):
+                    return
             elif path.startswith("/_"):
                 query = dict(p.partition("=")[::2] for p in qs.split("&") if p)
                 try:
@@ -727,6 +861,41 @@ class Connection(asyncio.Protocol):
                 self.simple(st, obj, close)
             else:
                 self.simple(404, {"message": "Not found: %s" % path}, close)
+
+    def defer(self, delay, fn, *args):
+        """Run fn(*args) after delay seconds, holding later requests back."""
+        self.busy = True
+        self.transport.pause_reading()
+        self.loop.call_later(delay, self.resume_after, fn, args)
+
+    def resume_after(self, fn, args):
+        """The end of a deferral: run fn, then go on with the buffer."""
+        try:
+            self.busy = False
+            fn(*args)           # may defer again (busy once more)
+            if not self.closed and not self.busy:
+                self.transport.resume_reading()
+                if self.buf:
+                    self.process()
+        except Exception as e:  # never let a bad request kill the loop
+            print("mock_metronome: internal error: %r" % e, file=sys.stderr)
+            if not self.closed:
+                self.transport.abort()
+                self.closed_by_us()
+
+    def wait_poll(self, want, deadline, close):
+        """Answer /_wait once every counter in want is reached or at deadline.
+
+        Returns True when answered now, False when deferred.
+        """
+        stats = self.mock.stats()
+        reached = all(stats[k] >= v for k, v in want.items())
+        if reached or time.monotonic() >= deadline:
+            stats["reached"] = reached
+            self.simple(200, stats, close)
+            return True
+        self.defer(0.01, self.wait_poll, want, deadline, close)
+        return False
 
     def parse_head(self, text):
         """Parse a request head into self.head; answers 400 and closes if bad."""
@@ -796,8 +965,8 @@ class Connection(asyncio.Protocol):
             return "keep-alive" not in conn
         return "close" in conn
 
-    def finish(self, ans, close, resume=True):
-        """Send (or drop) an ingest answer, then go on with the buffer."""
+    def finish(self, ans, close):
+        """Send (or drop) an ingest answer."""
         self.mock.inflight -= 1
         if self.closed:
             return
@@ -816,11 +985,6 @@ class Connection(asyncio.Protocol):
             self.closed_by_us()
             return
         self.send(ans["status"], ans["body"], ans["headers"], close)
-        if resume and not self.closed:
-            self.busy = False
-            self.transport.resume_reading()
-            if self.buf:
-                self.process()
 
 
 def parse_args(argv):
@@ -842,7 +1006,7 @@ def parse_args(argv):
                    metavar="ID", help="400 for batches holding this id")
     p.add_argument("--max-future-hours", type=float, default=24.0,
                    help="refuse timestamps further ahead (default 24)")
-    p.add_argument("--max-recorded", type=int, default=20000,
+    p.add_argument("--max-recorded", type=int, default=10000,
                    help="requests kept for /_requests and /_events")
     return p.parse_args(argv)
 
@@ -870,24 +1034,28 @@ async def serve(mock, args):
     server = await loop.create_server(lambda: Connection(mock, loop),
                                       "127.0.0.1", args.port, backlog=512,
                                       reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     port = server.sockets[0].getsockname()[1]
-    sys.stdout.write("PORT %d\n" % port)
-    sys.stdout.flush()
     if args.port_file:
         tmp = args.port_file + ".tmp%d" % os.getpid()
         with open(tmp, "w") as fh:
             fh.write("%d\n" % port)
         os.replace(tmp, args.port_file)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    sys.stdout.write("PORT %d\n" % port)
+    sys.stdout.flush()
     await stop.wait()
     server.close()
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    mock = Mock(args)
+    try:
+        mock = Mock(args)
+    except OSError as e:
+        print("mock_metronome: cannot open the log: %s" % e, file=sys.stderr)
+        return 2
     try:
         mock.initial_faults = initial_faults(args)
         mock.reset()

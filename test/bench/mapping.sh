@@ -52,6 +52,8 @@ SELECT i, jsonb_build_object(
     'anonymousId', md5('anon' || i),
     'timestamp', to_char(timestamp '2026-11-01' + i * interval '10 ms',
                          'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'originalTimestamp', to_char(timestamp '2026-11-01' + i * interval '10 ms',
+                                 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
     'sentAt', to_char(timestamp '2026-11-01' + i * interval '10 ms',
                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
     'context', jsonb_build_object(
@@ -60,6 +62,8 @@ SELECT i, jsonb_build_object(
         'ip', '10.' || (i % 256) || '.' || (i / 256 % 256) || '.17',
         'userAgent', 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/118.0.0.0 Safari/537.36',
         'locale', 'en-US',
+        'timezone', 'America/New_York',
+        'os', jsonb_build_object('name', 'Mac OS X', 'version', '10.15.7'),
         'page', jsonb_build_object('path', '/v1/search',
                                    'url', 'https://app.example.com/v1/search?q=' || md5(i::text))),
     'properties', jsonb_build_object(
@@ -132,13 +136,12 @@ for ((r = 1; r <= RUNS; r++)); do
 	A+=("$(echo "$t1 $t2" | awk '{ printf "%.3f", $1 + $2 }')")
 	reset_tables
 	B+=("$(bench_time "INSERT INTO segment_events (event) SELECT event FROM staging ORDER BY i")")
+	# the mapping must have done its job: one outbox row per event
+	mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox")
+	[ "$mapped" -eq "$EVENTS" ] || mt_die "(b) mapped $mapped of $EVENTS events"
 	reset_tables
 	C+=("$(bench_time "INSERT INTO pl_events (event) SELECT event FROM staging ORDER BY i")")
 done
-
-# the mapping must have done its job in (b): one outbox row per event
-mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox")
-[ "$mapped" -eq "$EVENTS" ] || mt_die "(b) mapped $mapped of $EVENTS events"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ta=$(median "${A[@]}")
