@@ -5,12 +5,20 @@
  *	  at commit, and one shipping cycle shared by the worker and
  *	  metronome_ship().
  *
+ *	  worker.c	launcher and delivery worker (background workers)
+ *	  ship.c	one shipping cycle: claim, send, classify, mark
+ *	  status.c	shared state (pid, latch, state, counters, the gate)
+ *	  wake.c	waking the worker at commit
+ *	  http.c	the HTTP layer, free of backend state (http.h)
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef METRONOME_DELIVERY_H
 #define METRONOME_DELIVERY_H
 
 #include "postgres.h"
+
+#include "datatype/timestamp.h"
 
 /*
  * Called from _PG_init while shared_preload_libraries is being processed:
@@ -23,5 +31,81 @@ extern void DeliveryInit(void);
  * if) it commits.  Cheap; call it once per statement that wrote rows.
  */
 extern void DeliveryWakeAtCommit(void);
+
+/* What the delivery worker is doing (metronome_status().state). */
+typedef enum DeliveryState
+{
+	DELIVERY_NOT_PRELOADED,		/* no shared memory: library not preloaded */
+	DELIVERY_STOPPED,			/* no worker runs */
+	DELIVERY_STARTING,
+	DELIVERY_WAITING_DATABASE,	/* metronome.database does not exist */
+	DELIVERY_WAITING_EXTENSION, /* the extension is not installed there */
+	DELIVERY_IDLE,
+	DELIVERY_SHIPPING,
+	DELIVERY_PAUSED,			/* metronome.enabled = off */
+	DELIVERY_BACKOFF,			/* transient failures: waiting to retry */
+	DELIVERY_AUTH_ERROR,		/* 401/403: waiting for a new token */
+	DELIVERY_CONFIG_ERROR		/* 404/405/501, TLS, URL: waiting for settings */
+} DeliveryState;
+
+/* Why no request may be sent before a given time. */
+typedef enum DeliveryGate
+{
+	DELIVERY_GATE_NONE,
+	DELIVERY_GATE_TRANSIENT,	/* backoff or Retry-After */
+	DELIVERY_GATE_AUTH,
+	DELIVERY_GATE_CONFIG
+} DeliveryGate;
+
+/* status.c */
+extern void StatusShmemInit(void);
+extern bool StatusIsShared(void);
+extern bool StatusClaimWorker(void);
+extern void StatusReleaseWorker(void);
+extern pid_t StatusWorkerPid(void);
+extern void StatusWakeWorker(void);
+extern void StatusSetState(DeliveryState state);
+extern DeliveryState StatusGetState(void);
+extern void StatusCountRequest(void);
+extern void StatusCountRows(int64 sent, int64 failed);
+extern void StatusSetError(const char *message);
+extern uint64 StatusConfigHash(void);
+extern bool StatusGateOpen(TimestampTz now, TimestampTz *until,
+						   DeliveryGate *kind);
+extern TimestampTz StatusGateClose(DeliveryGate kind, int64 delay_ms,
+								   double random01);
+extern void StatusGateReset(void);
+extern const char *DeliveryStateName(DeliveryState state);
+
+/* ship.c */
+
+/* What one shipping cycle did. */
+typedef struct ShipResult
+{
+	int64		claimed;		/* rows claimed */
+	int64		accepted;		/* rows marked sent */
+	int64		failed;			/* rows marked failed */
+	int64		retried;		/* rows given another attempt later */
+	int			requests;		/* requests sent */
+	bool		full;			/* claimed as many rows as it could: more due */
+	bool		gated;			/* no request allowed now (see gate_until) */
+	bool		no_extension;	/* the extension is not installed */
+	bool		locked;			/* the outbox is locked (DDL): try again soon */
+	TimestampTz gate_until;
+} ShipResult;
+
+/* Base of the exponential backoff, in milliseconds. */
+#define SHIP_BACKOFF_BASE_MS 500
+
+extern void ShipCycle(bool dry_run, int64 max_events, ShipResult *result);
+extern TimestampTz ShipNextDue(void);
+extern int64 ShipDeleteSent(int64 limit);
+extern void ShipAbort(void);
+extern int64 ShipBackoffDelay(int failures, double random01);
+extern bool ShipInProgress(void);
+
+/* worker.c */
+extern bool AmDeliveryWorker(void);
+extern void WorkerSetState(DeliveryState state);
 
 #endif							/* METRONOME_DELIVERY_H */

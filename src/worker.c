@@ -1,18 +1,547 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The delivery background worker (placeholder: registers nothing yet).
+ *	  The delivery background workers: a launcher, and the delivery worker
+ *	  that ships metronome.database's outbox.
+ *
+ * Glossary:
+ *	  launcher	static background worker ("metronome launcher"), connected
+ *				to no database (shared catalogs only).  It waits, quietly,
+ *				until metronome.database exists, then starts the delivery
+ *				worker as a dynamic background worker and restarts it
+ *				whenever it exits (with a growing delay if it keeps dying).
+ *				A worker connected to a database that does not exist would
+ *				die with FATAL at every restart: the launcher avoids that
+ *				log spam.
+ *	  delivery worker ("metronome delivery") connected to
+ *				metronome.database.  It waits (one log line) while the
+ *				extension is not installed there, and otherwise runs
+ *				shipping cycles (ship.c), one transaction each, sleeping on
+ *				its latch between them: a commit that wrote outbox rows sets
+ *				the latch (wake.c), poll_interval paces due retries, and the
+ *				gate (status.c) paces backoff.  It also deletes sent rows
+ *				older than metronome.retain_sent.
+ *
+ * Signals: SIGHUP reloads the configuration (every metronome.* setting but
+ * metronome.database applies at the next cycle); SIGTERM ends the worker
+ * at the next CHECK_FOR_INTERRUPTS, which the HTTP wait loop reaches every
+ * 50 ms even mid-request; SIGUSR1 is PostgreSQL's procsignal handler (it
+ * sets the latch, so DROP DATABASE barriers and bgworker notifications are
+ * seen).  WaitLatch uses WL_EXIT_ON_PM_DEATH.
+ *
+ * An ERROR inside a cycle is caught: logged once, the transaction aborted,
+ * the error shown by metronome_status(), and the worker backs off before
+ * the next cycle instead of dying and restarting in a loop.  A crash (or
+ * kill -9) restarts the server's processes, this worker included; the
+ * rows it was sending were never marked sent and are sent again.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "delivery.h"
+#include "metronome.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procsignal.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+#include "common/pg_prng.h"
+
+PGDLLEXPORT void MetronomeLauncherMain(Datum main_arg);
+PGDLLEXPORT void MetronomeDeliveryMain(Datum main_arg);
+
+/* sent rows deleted per transaction, and transactions per clean-up round */
+#define RETAIN_CHUNK 10000
+#define RETAIN_CHUNKS_PER_ROUND 10
+/* how often the clean-up runs (ms) */
+#define RETAIN_EVERY_MS 60000
+
+static bool am_delivery_worker = false;
 
 /*
- * Request shared memory and register the worker (nothing yet).
+ * Is this process the delivery worker?
+ */
+bool
+AmDeliveryWorker(void)
+{
+	return am_delivery_worker;
+}
+
+/* fill the parts of a worker registration that both workers share */
+static void
+init_worker(BackgroundWorker *bgw, const char *function, const char *name)
+{
+	memset(bgw, 0, sizeof(BackgroundWorker));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "metronome");
+	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(bgw->bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(bgw->bgw_type, BGW_MAXLEN, "%s", name);
+}
+
+/*
+ * Called from _PG_init while shared_preload_libraries is processed: the
+ * shared state and the launcher.
  */
 void
 DeliveryInit(void)
 {
+	BackgroundWorker bgw;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	StatusShmemInit();
+
+	init_worker(&bgw, "MetronomeLauncherMain", "metronome launcher");
+	bgw.bgw_restart_time = 5;
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* sleep on the latch for at most ms milliseconds */
+static void
+wait_latch(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 Max(ms, 1), PG_WAIT_EXTENSION);
+}
+
+/* apply a pending SIGHUP; true if there was one */
+static bool
+reload_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		return true;
+	}
+	return false;
+}
+
+/* milliseconds from now to t (0 when past) */
+static long
+ms_until(TimestampTz t)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (t <= now)
+		return 0;
+	if (t - now > (TimestampTz) INT_MAX * 1000)
+		return INT_MAX;
+	return (long) ((t - now + 999) / 1000);
+}
+
+/* ----------------------------------------------------------------------
+ * The launcher
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Does metronome.database exist?  A sequential scan of the shared catalog
+ * pg_database in its own transaction: without a database, the launcher
+ * cannot use catalog indexes or caches (the logical replication launcher
+ * reads pg_subscription the same way).
+ */
+static bool
+database_exists(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), metronome_database) == 0)
+			found = true;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return found;
+}
+
+/* register the delivery worker; NULL when no slot is free */
+static BackgroundWorkerHandle *
+start_delivery_worker(void)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+
+	init_worker(&bgw, "MetronomeDeliveryMain", "metronome delivery");
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+		return NULL;
+	return handle;
+}
+
+/*
+ * Main of the launcher.
+ */
+void
+MetronomeLauncherMain(Datum main_arg)
+{
+	BackgroundWorkerHandle *handle = NULL;
+	TimestampTz started_at = 0;
+	TimestampTz next_start = 0;
+	int			quick_exits = 0;
+	bool		said_missing = false;
+	bool		said_no_slot = false;
+
+	(void) main_arg;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("metronome launcher");
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		wait_ms = 1000;
+		bool		running = false;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		reload_if_asked();
+		now = GetCurrentTimestamp();
+
+		if (handle != NULL)
+		{
+			pid_t		pid;
+			BgwHandleStatus st = GetBackgroundWorkerPid(handle, &pid);
+
+			if (st == BGWH_STOPPED)
+			{
+				/* restart it; later and later if it keeps dying young */
+				pfree(handle);
+				handle = NULL;
+				if (!TimestampDifferenceExceeds(started_at, now, 10000))
+					quick_exits = Min(quick_exits + 1, 6);
+				else
+					quick_exits = 0;
+				next_start = TimestampTzPlusMilliseconds(now, 1000L << quick_exits);
+			}
+			else
+				running = true;
+		}
+		/* a delivery worker left by a previous launcher still counts */
+		if (!running && StatusWorkerPid() != 0)
+			running = true;
+
+		if (!running)
+		{
+			if (now < next_start)
+				wait_ms = ms_until(next_start);
+			else if (!database_exists())
+			{
+				if (!said_missing)
+					ereport(LOG,
+							(errmsg("metronome: database \"%s\" does not exist; waiting for it to be created",
+									metronome_database),
+							 errhint("Create the database, or set metronome.database and restart the server.")));
+				said_missing = true;
+				StatusSetState(DELIVERY_WAITING_DATABASE);
+			}
+			else
+			{
+				said_missing = false;
+				handle = start_delivery_worker();
+				if (handle == NULL)
+				{
+					if (!said_no_slot)
+						ereport(LOG,
+								(errmsg("metronome: could not start the delivery worker: no background worker slot is free"),
+								 errhint("Raise max_worker_processes.")));
+					said_no_slot = true;
+					next_start = TimestampTzPlusMilliseconds(now, 10000);
+				}
+				else
+				{
+					said_no_slot = false;
+					started_at = now;
+				}
+			}
+		}
+		wait_latch(wait_ms);
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * The delivery worker
+ * ---------------------------------------------------------------------- */
+
+/* on exit: free the worker's slot in shared memory */
+static void
+delivery_exit(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	ShipAbort();
+	StatusReleaseWorker();
+}
+
+/*
+ * The delivery worker's state, shown in pg_stat_activity and
+ * metronome_status().  No-op in other processes.
+ */
+void
+WorkerSetState(DeliveryState state)
+{
+	static DeliveryState shown = (DeliveryState) -1;
+
+	if (!am_delivery_worker)
+		return;
+	StatusSetState(state);
+	if (state != shown)
+	{
+		pgstat_report_activity(state == DELIVERY_SHIPPING ? STATE_RUNNING : STATE_IDLE,
+							   DeliveryStateName(state));
+		shown = state;
+	}
+}
+
+/*
+ * An ERROR escaped a cycle: log it, abort the transaction, remember it for
+ * metronome_status().  Called in PG_CATCH.
+ */
+static void
+recover_from_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	HOLD_INTERRUPTS();
+	ShipAbort();
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	StatusSetError(edata->message);
+	FreeErrorData(edata);
+	MemoryContextSwitchTo(cxt);
+	RESUME_INTERRUPTS();
+}
+
+/*
+ * One shipping cycle in its own transaction.  Returns how long to sleep
+ * before the next one (0: go again at once).
+ */
+static long
+delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
+{
+	ShipResult	r;
+	volatile TimestampTz due = DT_NOEND;
+	long		wait_ms;
+
+	memset(&r, 0, sizeof(r));
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		ShipCycle(false, 0, &r);
+		if (r.claimed == 0 && !r.gated && !r.no_extension && !r.locked)
+			due = ShipNextDue();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		recover_from_error(cxt);
+		*errors = Min(*errors + 1, 30);
+		WorkerSetState(DELIVERY_BACKOFF);
+		pgstat_report_stat(true);
+		return (long) ShipBackoffDelay(*errors, pg_prng_double(&pg_global_prng_state));
+	}
+	PG_END_TRY();
+	pgstat_report_stat(false);
+	*errors = 0;
+
+	if (r.no_extension)
+	{
+		if (!*said_no_extension)
+			ereport(LOG,
+					(errmsg("metronome: extension \"metronome\" is not installed in database \"%s\"; waiting for it",
+							metronome_database),
+					 errhint("Run CREATE EXTENSION metronome in that database.")));
+		*said_no_extension = true;
+		WorkerSetState(DELIVERY_WAITING_EXTENSION);
+		/* CREATE EXTENSION wakes nobody: look again within a second */
+		return Min(metronome_poll_interval, 1000);
+	}
+	if (*said_no_extension)
+		ereport(LOG,
+				(errmsg("metronome: extension \"metronome\" found in database \"%s\"; shipping",
+						metronome_database)));
+	*said_no_extension = false;
+
+	if (r.locked)
+		return Min(metronome_poll_interval, 200);
+
+	if (r.gated)
+	{
+		DeliveryState st = StatusGetState();
+
+		if (st != DELIVERY_AUTH_ERROR && st != DELIVERY_CONFIG_ERROR)
+			WorkerSetState(DELIVERY_BACKOFF);
+		else
+			WorkerSetState(st);
+		return ms_until(r.gate_until);
+	}
+
+	if (r.claimed > 0)
+	{
+		WorkerSetState(DELIVERY_SHIPPING);
+		return 0;
+	}
+
+	WorkerSetState(DELIVERY_IDLE);
+	wait_ms = metronome_poll_interval;
+	if (due != DT_NOEND && due > GetCurrentTimestamp())
+		wait_ms = Min(wait_ms, ms_until(due));
+	return wait_ms;
+}
+
+/*
+ * Delete sent rows older than metronome.retain_sent, a chunk per
+ * transaction, a bounded number of chunks per call.  Returns true when
+ * more may be left.
+ */
+static bool
+retain_cleanup(MemoryContext cxt)
+{
+	int			i;
+
+	for (i = 0; i < RETAIN_CHUNKS_PER_ROUND; i++)
+	{
+		int64		n = -1;
+
+		CHECK_FOR_INTERRUPTS();
+		PG_TRY();
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			n = ShipDeleteSent(RETAIN_CHUNK);
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			recover_from_error(cxt);
+			return false;
+		}
+		PG_END_TRY();
+		pgstat_report_stat(false);
+		if (n < RETAIN_CHUNK)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Main of the delivery worker.
+ */
+void
+MetronomeDeliveryMain(Datum main_arg)
+{
+	MemoryContext cxt;
+	int			errors = 0;
+	bool		said_no_extension = false;
+	TimestampTz next_cleanup = 0;
+
+	(void) main_arg;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
+	BackgroundWorkerUnblockSignals();
+
+	am_delivery_worker = true;
+	BackgroundWorkerInitializeConnection(metronome_database, NULL, 0);
+
+	/* one delivery worker at a time */
+	if (!StatusClaimWorker())
+		proc_exit(0);
+	before_shmem_exit(delivery_exit, (Datum) 0);
+
+	/*
+	 * The worker's commits only record what Metronome already has: if a
+	 * crash loses the last of them, those rows are pending again and are
+	 * resent, which Metronome's transaction_id dedup makes harmless.  So it
+	 * need not wait for its WAL to reach the disk.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	pgstat_report_appname("metronome delivery");
+	cxt = AllocSetContextCreate(TopMemoryContext, "metronome delivery",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	ereport(LOG,
+			(errmsg("metronome: delivery worker started for database \"%s\"",
+					metronome_database)));
+
+	for (;;)
+	{
+		long		wait_ms;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (reload_if_asked())
+			next_cleanup = 0;	/* retain_sent may have changed */
+		MemoryContextReset(cxt);
+
+		if (!metronome_enabled)
+		{
+			WorkerSetState(DELIVERY_PAUSED);
+			wait_ms = metronome_poll_interval;
+		}
+		else
+			wait_ms = delivery_cycle(cxt, &errors, &said_no_extension);
+
+		/* the clean-up of old sent rows, when idle or once a minute */
+		if (metronome_retain_sent >= 0 && !said_no_extension &&
+			GetCurrentTimestamp() >= next_cleanup)
+		{
+			bool		more = retain_cleanup(cxt);
+
+			/* once a minute, or as often as retain_sent asks */
+			next_cleanup = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   more ? 1000 :
+													   Min(RETAIN_EVERY_MS,
+														   Max(1000, (int64) metronome_retain_sent * 1000)));
+		}
+
+		if (wait_ms > 0 && metronome_retain_sent >= 0 && !said_no_extension)
+			wait_ms = Min(wait_ms, Max(ms_until(next_cleanup), 1));
+		if (wait_ms > 0)
+		{
+			pgstat_report_stat(true);
+			wait_latch(wait_ms);
+		}
+	}
 }

@@ -1,0 +1,998 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The HTTP layer: json-c request bodies, libcurl multi requests, the
+ *	  classification of Metronome's answers, Retry-After parsing, backoff.
+ *
+ * Nothing here knows about PostgreSQL (see http.h): memory comes from
+ * malloc and is freed on every path, failures are return values, and the
+ * only global is libcurl's own initialisation.  ship.c drives it:
+ *
+ *	HttpClientConfigure (url, token, user agent, timeout)
+ *	HttpStart (one request per batch, up to max_inflight at once)
+ *	HttpWait (run transfers; wait at most timeout_ms for progress)
+ *	HttpNextDone (each finished request, classified)
+ *	HttpCancelAll (error paths: abort every transfer in flight)
+ *
+ * One client keeps one multi handle, so connections are reused across
+ * requests and cycles, and a share handle keeps TLS sessions and DNS
+ * answers for new connections.  TLS peers and host names are verified,
+ * only http and https are spoken, redirects are not followed, and the
+ * Authorization header is never logged (the client never turns on
+ * CURLOPT_VERBOSE) nor quoted in an error text (HttpScrub).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <json-c/printbuf.h>
+
+#include "http.h"
+
+/* Most bytes of an answer's body kept (for its {"message"}). */
+#define HTTP_MAX_RESPONSE (64 * 1024)
+
+/* Most idle easy handles kept for reuse. */
+#define HTTP_POOL_SIZE 64
+
+struct HttpClient
+{
+	CURLM	   *multi;
+	CURLSH	   *share;
+	char	   *url;
+	char	   *token;			/* kept only to scrub it from error texts */
+	char	   *user_agent;
+	long		timeout_ms;
+	struct curl_slist *headers;
+
+	HttpRequest **active;		/* requests in flight */
+	int			nactive;
+	int			maxactive;
+
+	HttpRequest *done_head;		/* finished, not yet taken by HttpNextDone */
+	HttpRequest *done_tail;
+
+	CURL	   *pool[HTTP_POOL_SIZE];	/* idle easy handles */
+	int			npool;
+};
+
+/* per-request private data kept beside the public struct */
+typedef struct HttpRequestPriv
+{
+	HttpRequest pub;
+	char		curl_error[CURL_ERROR_SIZE];
+	struct timespec started;
+} HttpRequestPriv;
+
+static bool curl_initialised = false;
+
+/* ----------------------------------------------------------------------
+ * Pure helpers
+ * ---------------------------------------------------------------------- */
+
+/*
+ * What an HTTP status means for the batch it answered
+ * (metronome-ingest.md, "How our worker classifies a response").
+ */
+HttpClass
+HttpClassifyStatus(long status)
+{
+	if (status >= 200 && status < 300)
+		return HTTP_CLASS_OK;
+	switch (status)
+	{
+		case 400:
+		case 413:
+		case 422:
+			return HTTP_CLASS_BAD_BATCH;
+		case 401:
+		case 403:
+			return HTTP_CLASS_AUTH;
+		case 408:
+		case 409:
+		case 423:
+		case 425:
+		case 429:
+			return HTTP_CLASS_TRANSIENT;
+		case 501:
+			return HTTP_CLASS_CONFIG;
+		default:
+			break;
+	}
+	if (status >= 500 && status < 600)
+		return HTTP_CLASS_TRANSIENT;
+
+	/*
+	 * 404, 405 and every other answer (1xx, 3xx: we do not follow
+	 * redirects, other 4xx) say that the URL is not an ingest endpoint, or
+	 * that something between us and Metronome (a proxy) wants attention.
+	 * Failing rows for it would be wrong; retrying blindly would be noise.
+	 */
+	return HTTP_CLASS_CONFIG;
+}
+
+/*
+ * What a libcurl failure (no usable answer) means.  Most are transient
+ * (network, timeouts, resets); a malformed URL or a TLS certificate that
+ * does not verify will not fix itself and is a configuration problem.
+ */
+HttpClass
+HttpClassifyCurlError(int curl_code)
+{
+	switch ((CURLcode) curl_code)
+	{
+		case CURLE_OK:
+			return HTTP_CLASS_OK;
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_TOO_MANY_REDIRECTS:
+			return HTTP_CLASS_CONFIG;
+		default:
+			return HTTP_CLASS_TRANSIENT;
+	}
+}
+
+/* floor division for negative numerators */
+static int64_t
+floor_div(int64_t a, int64_t b)
+{
+	int64_t		q = a / b;
+
+	if ((a % b != 0) && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
+/*
+ * Format microseconds since the Unix epoch as RFC 3339 UTC with
+ * milliseconds, "2021-07-10T05:37:11.000Z" (sub-millisecond digits are
+ * truncated).  Returns false when the year is outside 0000..9999, which
+ * RFC 3339 cannot express (and Metronome would refuse anyway).
+ */
+bool
+HttpFormatTimestamp(int64_t timestamp_us, char *buf, size_t len)
+{
+	int64_t		ms = floor_div(timestamp_us, 1000);
+	int64_t		secs = floor_div(ms, 1000);
+	int64_t		days = floor_div(secs, 86400);
+	int64_t		sod = secs - days * 86400;
+	int			msec = (int) (ms - secs * 1000);
+	int64_t		z,
+				era,
+				doe,
+				yoe,
+				y,
+				doy,
+				mp,
+				d,
+				m;
+
+	/* civil date from days since 1970-01-01 (proleptic Gregorian) */
+	z = days + 719468;
+	era = floor_div(z, 146097);
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	y = yoe + era * 400;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	if (m <= 2)
+		y++;
+
+	if (y < 0 || y > 9999 || len < HTTP_TIMESTAMP_LEN)
+		return false;
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+			 (int) y, (int) m, (int) d,
+			 (int) (sod / 3600), (int) (sod / 60 % 60), (int) (sod % 60),
+			 msec);
+	return true;
+}
+
+/*
+ * json-c serializer of a "raw" object: appends the JSON text stored as its
+ * userdata verbatim.  The properties arrive as jsonb's text form, which is
+ * valid JSON; re-parsing them into json-c would cost time and, worse, round
+ * big numbers through double.
+ */
+static int
+raw_json_serializer(json_object *jso, struct printbuf *pb, int level,
+					int flags)
+{
+	const char *text = json_object_get_userdata(jso);
+
+	(void) level;
+	(void) flags;
+	if (printbuf_memappend(pb, text, (int) strlen(text)) < 0)
+		return -1;
+	return 0;
+}
+
+/* add a string member; false when out of memory */
+static bool
+add_string(json_object *obj, const char *key, const char *value)
+{
+	json_object *s = json_object_new_string(value ? value : "");
+
+	if (s == NULL)
+		return false;
+	if (json_object_object_add_ex(obj, key, s,
+								  JSON_C_OBJECT_ADD_KEY_IS_NEW |
+								  JSON_C_OBJECT_KEY_IS_CONSTANT) != 0)
+	{
+		json_object_put(s);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The body of one ingest request: a JSON array of the events, each with
+ * its keys in the contract's order (transaction_id, customer_id,
+ * timestamp, event_type, properties).  Returns malloc'd text and its length
+ * in *len, or NULL when out of memory or when a timestamp cannot be
+ * expressed (the caller checks timestamps first with HttpFormatTimestamp).
+ */
+char *
+HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
+{
+	json_object *arr;
+	const char *text;
+	size_t		tlen;
+	char	   *out = NULL;
+	int			i;
+
+	arr = json_object_new_array_ext(nevents > 0 ? nevents : 1);
+	if (arr == NULL)
+		return NULL;
+
+	for (i = 0; i < nevents; i++)
+	{
+		const HttpEvent *ev = &events[i];
+		json_object *obj = json_object_new_object();
+		json_object *props;
+		char		ts[HTTP_TIMESTAMP_LEN];
+
+		if (obj == NULL)
+			goto fail;
+		if (json_object_array_add(arr, obj) != 0)
+		{
+			json_object_put(obj);
+			goto fail;
+		}
+		if (!HttpFormatTimestamp(ev->timestamp_us, ts, sizeof(ts)))
+			goto fail;
+		if (!add_string(obj, "transaction_id", ev->transaction_id) ||
+			!add_string(obj, "customer_id", ev->customer_id) ||
+			!add_string(obj, "timestamp", ts) ||
+			!add_string(obj, "event_type", ev->event_type))
+			goto fail;
+
+		props = json_object_new_object();
+		if (props == NULL)
+			goto fail;
+		json_object_set_serializer(props, raw_json_serializer,
+								   (void *) (ev->properties ? ev->properties : "{}"),
+								   NULL);
+		if (json_object_object_add_ex(obj, "properties", props,
+									  JSON_C_OBJECT_ADD_KEY_IS_NEW |
+									  JSON_C_OBJECT_KEY_IS_CONSTANT) != 0)
+		{
+			json_object_put(props);
+			goto fail;
+		}
+	}
+
+	text = json_object_to_json_string_length(arr,
+											 JSON_C_TO_STRING_PLAIN |
+											 JSON_C_TO_STRING_NOSLASHESCAPE,
+											 &tlen);
+	if (text != NULL)
+	{
+		out = malloc(tlen + 1);
+		if (out != NULL)
+		{
+			memcpy(out, text, tlen + 1);
+			*len = tlen;
+		}
+	}
+fail:
+	json_object_put(arr);
+	return out;
+}
+
+/* skip ASCII white space */
+static const char *
+skip_space(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/*
+ * Milliseconds to wait from a Retry-After header: delay-seconds ("2",
+ * leniently "2.5") or an HTTP-date (compared with now).  -1 when the value
+ * is neither; a date in the past gives 0.
+ */
+int64_t
+HttpParseRetryAfter(const char *value, time_t now)
+{
+	const char *p;
+	char	   *end;
+	double		secs;
+	time_t		when;
+	char		copy[128];
+	size_t		n;
+
+	if (value == NULL)
+		return -1;
+	p = skip_space(value);
+	if (isdigit((unsigned char) *p))
+	{
+		errno = 0;
+		secs = strtod(p, &end);
+		if (errno == 0 && *skip_space(end) == '\0' && isfinite(secs) &&
+			secs >= 0)
+		{
+			if (secs > 1e9)
+				secs = 1e9;
+			return (int64_t) ceil(secs * 1000.0);
+		}
+		/* may still be a date that starts with a digit; fall through */
+	}
+
+	/* curl_getdate wants a NUL-terminated string without trailing blanks */
+	n = strlen(p);
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' ||
+					 p[n - 1] == '\r' || p[n - 1] == '\n'))
+		n--;
+	if (n == 0 || n >= sizeof(copy))
+		return -1;
+	memcpy(copy, p, n);
+	copy[n] = '\0';
+	when = curl_getdate(copy, NULL);
+	if (when == (time_t) -1)
+		return -1;
+	if (when <= now)
+		return 0;
+	if ((int64_t) (when - now) > 1000000000)
+		return (int64_t) 1000000000 * 1000;
+	return (int64_t) (when - now) * 1000;
+}
+
+/*
+ * Milliseconds from a retry-after-ms header (a non-negative number), or -1.
+ */
+int64_t
+HttpParseRetryAfterMs(const char *value)
+{
+	char	   *end;
+	double		ms;
+
+	if (value == NULL)
+		return -1;
+	value = skip_space(value);
+	if (!isdigit((unsigned char) *value))
+		return -1;
+	errno = 0;
+	ms = strtod(value, &end);
+	if (errno != 0 || *skip_space(end) != '\0' || !isfinite(ms) || ms < 0)
+		return -1;
+	if (ms > 1e12)
+		ms = 1e12;
+	return (int64_t) ceil(ms);
+}
+
+/* copy src (len bytes) into buf as one printable line */
+static void
+copy_printable(char *buf, size_t buflen, const char *src, size_t len)
+{
+	size_t		i;
+
+	if (buflen == 0)
+		return;
+	if (len > buflen - 1)
+		len = buflen - 1;
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) src[i];
+
+		buf[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char) c;
+	}
+	buf[len] = '\0';
+}
+
+/*
+ * The error text of a non-2xx answer: "HTTP <status>: <message>", the
+ * message being Metronome's {"message": ...}, else the start of the body,
+ * else nothing.
+ */
+void
+HttpErrorMessage(long status, const char *body, size_t len,
+				 char *buf, size_t buflen)
+{
+	char		prefix[32];
+	size_t		plen;
+
+	if (buflen == 0)
+		return;
+	snprintf(prefix, sizeof(prefix), "HTTP %ld", status);
+	snprintf(buf, buflen, "%s", prefix);
+	plen = strlen(buf);
+
+	if (body != NULL && len > 0 && plen + 3 < buflen)
+	{
+		json_tokener *tok = json_tokener_new();
+		json_object *obj = NULL;
+		json_object *msg = NULL;
+
+		if (tok != NULL && len <= (size_t) INT32_MAX)
+		{
+			obj = json_tokener_parse_ex(tok, body, (int) len);
+			if (json_tokener_get_error(tok) != json_tokener_success)
+				obj = NULL;		/* not freed: json_tokener_parse_ex gives NULL */
+		}
+		memcpy(buf + plen, ": ", 3);
+		if (obj != NULL && json_object_is_type(obj, json_type_object) &&
+			json_object_object_get_ex(obj, "message", &msg) &&
+			json_object_is_type(msg, json_type_string))
+			copy_printable(buf + plen + 2, buflen - plen - 2,
+						   json_object_get_string(msg),
+						   (size_t) json_object_get_string_len(msg));
+		else
+			copy_printable(buf + plen + 2, buflen - plen - 2, body,
+						   len > 200 ? 200 : len);
+		if (obj != NULL)
+			json_object_put(obj);
+		if (tok != NULL)
+			json_tokener_free(tok);
+	}
+}
+
+/*
+ * Delay before the next try after `failures` consecutive transient
+ * failures: base * 2^(failures - 1), capped at cap, times a jitter factor
+ * in (0.75, 1] (random01 in [0, 1)), as Metronome's SDKs do.  At least 1.
+ */
+int64_t
+HttpBackoffDelay(int failures, int64_t base_ms, int64_t cap_ms,
+				 double random01)
+{
+	int64_t		d = base_ms > 0 ? base_ms : 1;
+	int			i;
+
+	if (cap_ms < 1)
+		cap_ms = 1;
+	for (i = 1; i < failures && d < cap_ms; i++)
+		d *= 2;
+	if (d > cap_ms)
+		d = cap_ms;
+	if (!(random01 >= 0.0 && random01 < 1.0))
+		random01 = 0.0;
+	d = (int64_t) ((double) d * (1.0 - 0.25 * random01));
+	return d > 0 ? d : 1;
+}
+
+/*
+ * Overwrite every occurrence of secret in text with asterisks.  Secrets
+ * shorter than 4 bytes are left alone (they would mask ordinary words).
+ */
+void
+HttpScrub(char *text, const char *secret)
+{
+	size_t		slen;
+	char	   *hit;
+
+	if (text == NULL || secret == NULL)
+		return;
+	slen = strlen(secret);
+	if (slen < 4)
+		return;
+	while ((hit = strstr(text, secret)) != NULL)
+		memset(hit, '*', slen);
+}
+
+/* ----------------------------------------------------------------------
+ * The client
+ * ---------------------------------------------------------------------- */
+
+/* free a malloc'd secret after overwriting it */
+static void
+free_secret(char *s)
+{
+	if (s != NULL)
+	{
+		volatile char *p = s;
+
+		while (*p)
+			*p++ = '\0';
+		free(s);
+	}
+}
+
+/* free a header list after overwriting its strings (one holds the token) */
+static void
+free_headers(struct curl_slist *list)
+{
+	struct curl_slist *l;
+
+	for (l = list; l != NULL; l = l->next)
+	{
+		volatile char *p = l->data;
+
+		while (p && *p)
+			*p++ = '\0';
+	}
+	curl_slist_free_all(list);
+}
+
+/*
+ * A new client, or NULL when libcurl cannot be initialised or memory runs
+ * out.
+ */
+HttpClient *
+HttpClientCreate(void)
+{
+	HttpClient *client;
+
+	if (!curl_initialised)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return NULL;
+		curl_initialised = true;
+	}
+	client = calloc(1, sizeof(HttpClient));
+	if (client == NULL)
+		return NULL;
+	client->multi = curl_multi_init();
+	client->share = curl_share_init();
+	if (client->multi == NULL || client->share == NULL)
+	{
+		HttpClientDestroy(client);
+		return NULL;
+	}
+	curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, 64L);
+	return client;
+}
+
+/*
+ * Abort whatever is in flight and free the client.
+ */
+void
+HttpClientDestroy(HttpClient *client)
+{
+	int			i;
+
+	if (client == NULL)
+		return;
+	HttpCancelAll(client);
+	for (i = 0; i < client->npool; i++)
+		curl_easy_cleanup(client->pool[i]);
+	if (client->multi)
+		curl_multi_cleanup(client->multi);
+	if (client->share)
+		curl_share_cleanup(client->share);
+	free(client->active);
+	free(client->url);
+	free_secret(client->token);
+	free(client->user_agent);
+	free_headers(client->headers);
+	free(client);
+}
+
+/* equal strings, NULL-safe */
+static bool
+same(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/*
+ * Set what every following request uses.  Cheap when nothing changed.
+ * Must not be called while requests are in flight.  False when out of
+ * memory (the previous configuration is then gone too).
+ */
+bool
+HttpClientConfigure(HttpClient *client, const char *url, const char *token,
+					const char *user_agent, long timeout_ms)
+{
+	char	   *auth;
+	size_t		alen;
+	struct curl_slist *h = NULL;
+	struct curl_slist *t;
+
+	client->timeout_ms = timeout_ms;
+	if (client->headers != NULL && same(client->url, url) &&
+		same(client->token, token) && same(client->user_agent, user_agent))
+		return true;
+
+	free(client->url);
+	free_secret(client->token);
+	free(client->user_agent);
+	free_headers(client->headers);
+	client->headers = NULL;
+	client->url = strdup(url ? url : "");
+	client->token = strdup(token ? token : "");
+	client->user_agent = strdup(user_agent ? user_agent : "");
+	if (!client->url || !client->token || !client->user_agent)
+		goto oom;
+
+	alen = strlen(client->token) + sizeof("Authorization: Bearer ");
+	auth = malloc(alen);
+	if (auth == NULL)
+		goto oom;
+	snprintf(auth, alen, "Authorization: Bearer %s", client->token);
+	t = curl_slist_append(h, auth);
+	free_secret(auth);
+	if (t == NULL)
+		goto oom;
+	h = t;
+	if ((t = curl_slist_append(h, "Content-Type: application/json")) == NULL)
+		goto oom;
+	h = t;
+	if ((t = curl_slist_append(h, "Accept: application/json")) == NULL)
+		goto oom;
+	h = t;
+	/* no "Expect: 100-continue" round trip before the body */
+	if ((t = curl_slist_append(h, "Expect:")) == NULL)
+		goto oom;
+	h = t;
+	client->headers = h;
+	return true;
+
+oom:
+	free_headers(h);
+	free(client->url);
+	free_secret(client->token);
+	free(client->user_agent);
+	client->url = client->token = client->user_agent = NULL;
+	return false;
+}
+
+/*
+ * A new, empty request (NULL when out of memory).
+ */
+HttpRequest *
+HttpRequestNew(void)
+{
+	HttpRequestPriv *priv = calloc(1, sizeof(HttpRequestPriv));
+
+	if (priv == NULL)
+		return NULL;
+	priv->pub.retry_after_ms = -1;
+	return &priv->pub;
+}
+
+/*
+ * Free a request that is not in flight, with its body and answer.
+ */
+void
+HttpRequestFree(HttpRequest *req)
+{
+	if (req == NULL)
+		return;
+	free(req->body);
+	free(req->response);
+	free(req);
+}
+
+/* libcurl write callback: keep the start of the answer's body */
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpRequest *req = userp;
+	size_t		n = size * nmemb;
+	size_t		keep = n;
+	char	   *grown;
+
+	if (req->response_len + keep > HTTP_MAX_RESPONSE)
+		keep = HTTP_MAX_RESPONSE - req->response_len;
+	if (keep > 0)
+	{
+		grown = realloc(req->response, req->response_len + keep + 1);
+		if (grown == NULL)
+			return n;			/* keep what we have; the status still counts */
+		req->response = grown;
+		memcpy(req->response + req->response_len, data, keep);
+		req->response_len += keep;
+		req->response[req->response_len] = '\0';
+	}
+	return n;
+}
+
+/* seconds between two monotonic instants */
+static double
+seconds_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) (now.tv_sec - start->tv_sec) +
+		(double) (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/*
+ * Start POSTing req->body.  False (with req->error set) when it could not
+ * be started; the request is then not in flight.
+ */
+bool
+HttpStart(HttpClient *client, HttpRequest *req)
+{
+	HttpRequestPriv *priv = (HttpRequestPriv *) req;
+	CURL	   *easy;
+
+	req->done = false;
+	req->status = 0;
+	req->retry_after_ms = -1;
+	req->error[0] = '\0';
+	free(req->response);
+	req->response = NULL;
+	req->response_len = 0;
+	priv->curl_error[0] = '\0';
+	req->client = client;
+
+	if (client->headers == NULL)
+	{
+		snprintf(req->error, sizeof(req->error), "HTTP client is not configured");
+		req->klass = HTTP_CLASS_CONFIG;
+		return false;
+	}
+	if (client->nactive == client->maxactive)
+	{
+		int			n = client->maxactive ? client->maxactive * 2 : 16;
+		HttpRequest **grown = realloc(client->active, n * sizeof(HttpRequest *));
+
+		if (grown == NULL)
+			goto oom;
+		client->active = grown;
+		client->maxactive = n;
+	}
+
+	easy = client->npool > 0 ? client->pool[--client->npool] : curl_easy_init();
+	if (easy == NULL)
+		goto oom;
+
+	curl_easy_setopt(easy, CURLOPT_URL, client->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_VERBOSE, 0L);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, client->headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, client->user_agent);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+					 (curl_off_t) (req->body ? req->body_len : 0));
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, client->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+					 client->timeout_ms < 5000 ? client->timeout_ms : 5000L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(easy, CURLOPT_SHARE, client->share);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, priv->curl_error);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+
+	if (curl_multi_add_handle(client->multi, easy) != CURLM_OK)
+	{
+		curl_easy_cleanup(easy);
+		goto oom;
+	}
+	req->easy = easy;
+	client->active[client->nactive++] = req;
+	clock_gettime(CLOCK_MONOTONIC, &priv->started);
+	return true;
+
+oom:
+	snprintf(req->error, sizeof(req->error), "could not start an HTTP request: out of memory");
+	req->klass = HTTP_CLASS_TRANSIENT;
+	return false;
+}
+
+/* detach a finished or cancelled request from the multi handle */
+static void
+detach(HttpClient *client, HttpRequest *req, bool reuse)
+{
+	int			i;
+	CURL	   *easy = req->easy;
+
+	for (i = 0; i < client->nactive; i++)
+	{
+		if (client->active[i] == req)
+		{
+			client->active[i] = client->active[--client->nactive];
+			break;
+		}
+	}
+	if (easy == NULL)
+		return;
+	curl_multi_remove_handle(client->multi, easy);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+	if (reuse && client->npool < HTTP_POOL_SIZE)
+		client->pool[client->npool++] = easy;
+	else
+		curl_easy_cleanup(easy);
+	req->easy = NULL;
+}
+
+/* record the outcome of a transfer that libcurl reports done */
+static void
+finish(HttpClient *client, HttpRequest *req, CURLcode result)
+{
+	HttpRequestPriv *priv = (HttpRequestPriv *) req;
+	CURL	   *easy = req->easy;
+	long		status = 0;
+	struct curl_header *h;
+
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	req->elapsed = seconds_since(&priv->started);
+
+	if (result != CURLE_OK)
+	{
+		/* no (complete) answer: whatever the status line said, retry */
+		req->status = 0;
+		req->klass = HttpClassifyCurlError(result);
+		snprintf(req->error, sizeof(req->error), "%s",
+				 priv->curl_error[0] ? priv->curl_error : curl_easy_strerror(result));
+	}
+	else
+	{
+		req->status = status;
+		req->klass = HttpClassifyStatus(status);
+		if (req->klass != HTTP_CLASS_OK)
+			HttpErrorMessage(status, req->response, req->response_len,
+							 req->error, sizeof(req->error));
+
+		/* retry-after-ms is the more precise one when both are there */
+		if (curl_easy_header(easy, "retry-after-ms", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+			req->retry_after_ms = HttpParseRetryAfterMs(h->value);
+		if (req->retry_after_ms < 0 &&
+			curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+			req->retry_after_ms = HttpParseRetryAfter(h->value, time(NULL));
+	}
+	HttpScrub(req->error, client->token);
+
+	detach(client, req, true);
+	req->done = true;
+	req->next_done = NULL;
+	if (client->done_tail)
+		client->done_tail->next_done = req;
+	else
+		client->done_head = req;
+	client->done_tail = req;
+}
+
+/* collect every transfer libcurl has finished */
+static void
+collect(HttpClient *client)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+	{
+		HttpRequest *req = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		if (req != NULL)
+			finish(client, req, msg->data.result);
+	}
+}
+
+/*
+ * Drive the transfers: returns at once when a request has finished (see
+ * HttpNextDone), else after waiting at most timeout_ms for network
+ * activity.  Returns how many requests are still in flight, -1 on a
+ * libcurl failure (then every request in flight is failed as transient).
+ */
+int
+HttpWait(HttpClient *client, int timeout_ms)
+{
+	int			running = 0;
+
+	if (curl_multi_perform(client->multi, &running) != CURLM_OK)
+		goto broken;
+	collect(client);
+	if (client->done_head == NULL && client->nactive > 0)
+	{
+		if (curl_multi_poll(client->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
+			goto broken;
+		if (curl_multi_perform(client->multi, &running) != CURLM_OK)
+			goto broken;
+		collect(client);
+	}
+	return client->nactive;
+
+broken:
+	while (client->nactive > 0)
+	{
+		HttpRequest *req = client->active[0];
+
+		snprintf(req->error, sizeof(req->error), "libcurl multi interface failed");
+		req->klass = HTTP_CLASS_TRANSIENT;
+		req->status = 0;
+		detach(client, req, false);
+		req->done = true;
+		req->next_done = NULL;
+		if (client->done_tail)
+			client->done_tail->next_done = req;
+		else
+			client->done_head = req;
+		client->done_tail = req;
+	}
+	return -1;
+}
+
+/*
+ * The next finished request, or NULL.
+ */
+HttpRequest *
+HttpNextDone(HttpClient *client)
+{
+	HttpRequest *req = client->done_head;
+
+	if (req != NULL)
+	{
+		client->done_head = req->next_done;
+		if (client->done_head == NULL)
+			client->done_tail = NULL;
+		req->next_done = NULL;
+	}
+	return req;
+}
+
+/*
+ * How many requests are in flight.
+ */
+int
+HttpInFlight(HttpClient *client)
+{
+	return client ? client->nactive : 0;
+}
+
+/*
+ * Abort every request in flight and forget finished ones not yet taken.
+ * The requests themselves stay allocated (their owner frees them); their
+ * connections are closed.
+ */
+void
+HttpCancelAll(HttpClient *client)
+{
+	if (client == NULL)
+		return;
+	while (client->nactive > 0)
+	{
+		HttpRequest *req = client->active[client->nactive - 1];
+
+		/* a connection cut mid-request cannot be reused: do not pool */
+		detach(client, req, false);
+		req->done = false;
+	}
+	client->done_head = client->done_tail = NULL;
+}

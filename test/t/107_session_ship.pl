@@ -1,0 +1,108 @@
+# test/t/107_session_ship.pl: metronome_ship() from sessions, without
+# preloading (the pg_cron way).
+#
+# metronome_status() says no worker runs.  metronome_ship() ships due rows
+# through the same cycle as the worker and returns how many Metronome
+# accepted; max_events bounds it.  Two sessions running metronome_ship() at
+# the same time (requests slowed down by the mock so that they overlap)
+# share the rows: the mock never receives a transaction_id twice, and the
+# two counts add up.  A transient failure stops metronome_ship() with a
+# notice and leaves the rows pending for later.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use JSON::PP;
+use MetronomeTest;
+
+my $mock = start_mock();
+my $node = new_node(
+	mock => $mock,
+	preload => 0,
+	extension => 1,
+	conf => {
+		'metronome.batch_size' => '10',
+		'metronome.max_inflight' => '2',
+		'metronome.max_backoff' => '100ms',
+	});
+
+sub insert
+{
+	my ($prefix, $n) = @_;
+	$node->safe_psql('postgres',
+		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
+		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g"
+	);
+}
+
+sub queue
+{
+	my ($prefix) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
+		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
+}
+
+is($node->safe_psql('postgres', 'SELECT coalesce(worker_pid::text, \'-\') || \' \' || state FROM metronome_status()'),
+	'- not preloaded', 'no worker without preloading');
+
+# 1. metronome_ship() ships what is due and says how much.
+insert('one', 25);
+sleep(1);
+is($mock->stats->{requests}, 0, 'nothing is shipped without a worker');
+is($node->safe_psql('postgres', 'SELECT metronome_ship(10)'), '10',
+	'metronome_ship(10) ships 10 events');
+is(queue('one'), '15/10/0', '10 rows marked sent');
+is($node->safe_psql('postgres', 'SELECT metronome_ship()'), '15',
+	'metronome_ship() ships the rest');
+is($mock->stats->{unique_events}, 25, 'the mock has all 25');
+is($node->safe_psql('postgres', 'SELECT metronome_ship()'), '0',
+	'nothing left: 0');
+
+# 2. Two sessions at once never send the same row.
+$mock->reset;
+$mock->faults({ delay => 0.05 });
+insert('two', 400);
+my @h;
+my @out = ('', '');
+for my $i (0, 1)
+{
+	$h[$i] = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', 'SELECT metronome_ship()' ],
+		'>', \$out[$i], '2>', \my $err);
+}
+$_->finish for @h;
+chomp @out;
+note("session counts: $out[0] + $out[1]");
+is($out[0] + $out[1], 400, 'the two counts add up to the 400 rows');
+cmp_ok($out[0] * $out[1], '>', 0, 'both sessions shipped some');
+my %seen;
+$seen{ $_->{transaction_id} }++
+  for map { @{ decode_json($_->{body}) } } @{ $mock->requests };
+is(scalar(keys %seen), 400, 'the mock received every event');
+is((grep { $_ > 1 } values %seen), 0, 'and none twice');
+is($mock->stats->{duplicates}, 0, 'no duplicate at the mock');
+is(queue('two'), '0/400/0', 'all marked sent');
+
+# 3. A transient failure: the rows stay pending, with a notice.
+$mock->reset;
+$mock->faults({ delay => 0, script => [503] });
+insert('three', 5);
+my ($ret, $out, $err) = $node->psql('postgres', 'SELECT metronome_ship()');
+is($out, '0', 'a 503: nothing accepted');
+like($err, qr/NOTICE:  shipping to Metronome is paused until/, 'with a notice');
+is(queue('three'), '5/0/0', 'the rows stay pending');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT DISTINCT attempts || ' ' || last_error || ' ' || (next_attempt_at > now()) FROM metronome_outbox WHERE transaction_id LIKE 'three-%'"),
+	'1 HTTP 503: Service Unavailable true',
+	'one attempt counted, the error kept, the next attempt later');
+ok( wait_for(sub { $node->safe_psql('postgres', 'SELECT metronome_ship()') eq '5' }, 10),
+	'a later metronome_ship() sends them');
+is(queue('three'), '0/5/0', 'sent');
+
+$node->stop;
+done_testing();
