@@ -309,6 +309,20 @@ CREATE TRIGGER t AFTER INSERT ON misuse FOR EACH ROW
     EXECUTE FUNCTION metronome_map_trigger('missing_column');
 INSERT INTO misuse VALUES ('{}');
 
+-- Restoring a dump (pg_dump's scripts turn these two off) does not map the
+-- restored events again: their outbox rows are restored too.
+SET check_function_bodies = off;
+SET row_security = off;
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "restored-1",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+RESET row_security;
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "restored-2",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+RESET check_function_bodies;
+SELECT transaction_id FROM metronome_outbox WHERE transaction_id LIKE 'restored-%';
+
 DROP TABLE warehouse_tracks, app_events, part_events, misuse;
 DELETE FROM metronome_mappings;
 TRUNCATE metronome_outbox, metronome_rejected, segment_events;

@@ -10,6 +10,7 @@
  * the result is either an outbox row or, when the pair cannot be mapped, a
  * metronome_rejected row with the reason (or an error that aborts the
  * INSERT, with metronome.on_mapping_error = 'error').  Nothing is dropped.
+ * The one exception is the restore of a dump: see restoring_dump().
  *
  * Rows are written in batches: the mapped values are collected into arrays
  * and written by one prepared INSERT ... SELECT FROM unnest(...) ON CONFLICT
@@ -44,6 +45,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -360,6 +363,19 @@ event_of_row(HeapTuple tuple, TupleDesc desc, int attnum, RowToJsonb *whole)
 }
 
 /*
+ * Is this session restoring a dump?  pg_dump's scripts (plain or through
+ * pg_restore) set check_function_bodies = off and row_security = off before
+ * loading data; the extension's tables are dumped with their contents, so
+ * events restored into segment_events were mapped already, and mapping them
+ * again would re-send events whose outbox rows the retention had deleted.
+ */
+static bool
+restoring_dump(void)
+{
+	return !check_function_bodies && !row_security;
+}
+
+/*
  * AFTER INSERT trigger, row- or statement-level (statement-level needs
  * REFERENCING NEW TABLE, as metronome_attach sets it up).  TG_ARGV[0]
  * names the jsonb column holding the event; without it the whole row is the
@@ -423,6 +439,9 @@ metronome_map_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("statement-level trigger \"%s\" needs a transition table", trigger->tgname),
 				 errhint("Create it with metronome_attach(), or add REFERENCING NEW TABLE AS new_rows.")));
+
+	if (restoring_dump())
+		return PointerGetDatum(NULL);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

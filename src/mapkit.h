@@ -28,13 +28,18 @@ extern MapNode *MapkitCompile(Jsonb *mapping, char **errmsg);
 
 /*
  * Resolve a compiled mapping value against an event.  Returns NULL when the
- * result is undefined.  Sets *errmsg (else leaves it NULL) when evaluation
+ * result is undefined; else a scalar or a jbvBinary container (into the
+ * event, the compiled mapping, or a jsonb built for the result).  Sets *errmsg (else leaves it NULL) when evaluation
  * fails on this event (e.g. @path given a non-string by a nested directive);
  * the caller turns that into a rejected row.
  */
 extern JsonbValue *MapkitEval(const MapNode *node, Jsonb *event, char **errmsg);
 
-/* A result as a jsonb datum (result must not be NULL). */
+/*
+ * A result as a jsonb datum (result must not be NULL).  MapkitEval returns
+ * containers as jbvBinary only, so JsonbValueToJsonb works on its results
+ * too; this also takes in-memory containers with jbvBinary members.
+ */
 extern Jsonb *MapkitResultToJsonb(JsonbValue *result);
 
 #endif							/* METRONOME_MAPKIT_H */

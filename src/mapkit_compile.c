@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "mapkit_int.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 
 typedef struct CompileCtx
@@ -335,8 +336,12 @@ check_length(const JsonbValue *v, const char *dname, const char *key,
 	}
 	if (n > max)
 	{
-		fail(cc, loc, "%s: \"%s\" must be at most %d characters long, got %d",
-			 dname, key, max, n);
+		if (n != pg_mbstrlen_with_len(v->val.string.val, v->val.string.len))
+			fail(cc, loc, "%s: \"%s\" must be at most %d characters long, got %d (counted in UTF-16 units, as Segment does)",
+				 dname, key, max, n);
+		else
+			fail(cc, loc, "%s: \"%s\" must be at most %d characters long, got %d",
+				 dname, key, max, n);
 		return false;
 	}
 	return true;
@@ -417,7 +422,7 @@ compile_path(const char *s, int len, const char *dname, const Loc *loc,
 {
 	char	   *msg;
 	int			pos;
-	MetPath    *p = PathParse(s, len, &msg, &pos);
+	MetPath    *p = MapkitPathParse(s, len, &msg, &pos);
 
 	if (p == NULL)
 		fail(cc, loc, "%s: %s (at character %d)", dname, msg, pos + 1);
@@ -438,7 +443,7 @@ compile_placeholder(const char *s, int cstart, int clen, const Loc *loc,
 	MetPath    *path;
 
 	JsTrim(&p, &len);
-	path = PathParse(p, len, &msg, &pos);
+	path = MapkitPathParse(p, len, &msg, &pos);
 	if (path == NULL)
 		fail(cc, loc, "@template: placeholder \"%.*s\": %s", clen, s + cstart, msg);
 	return path;
@@ -751,7 +756,7 @@ compile_arraypath(const JsonbValue *v, const Loc *loc, CompileCtx *cc)
 	if (is_string(src))
 	{
 		n->u.arraypath.path = compile_path(src->val.string.val, src->val.string.len,
-										   "@arrayPath", loc_index(dloc, 0), cc);
+										   "@arrayPath", loc, cc);
 		if (n->u.arraypath.path == NULL)
 			return NULL;
 	}

@@ -106,7 +106,19 @@ MapkitExpand(const JsonbValue *v, JsonbValue *out)
 	}
 }
 
-/* qsort comparator for MapkitFinishObject: by key, then by position */
+/*
+ * Parse a path as Segment's get() reads it: PathParse, plus "." (and
+ * "$..", which Segment's "$." stripping turns into ".") for the whole value.
+ */
+MetPath *
+MapkitPathParse(const char *text, int len, char **errmsg, int *errpos)
+{
+	if ((len == 1 && text[0] == '.') || (len == 3 && memcmp(text, "$..", 3) == 0))
+		return PathParse("", 0, errmsg, errpos);
+	return PathParse(text, len, errmsg, errpos);
+}
+
+/* qsort comparator for finish_object: by key, then by position */
 static int
 pair_cmp(const void *a, const void *b)
 {
@@ -129,8 +141,8 @@ pair_cmp(const void *a, const void *b)
  * last assignment of a key wins, and a key whose last assignment was
  * undefined (drop[i], when drop is given) is left out.
  */
-JsonbValue *
-MapkitFinishObject(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
+static void
+finish_object(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
 {
 	JsonbPair  *res = palloc(sizeof(JsonbPair) * Max(n, 1));
 	int			nres = 0;
@@ -155,7 +167,6 @@ MapkitFinishObject(JsonbPair *pairs, int n, bool *drop, JsonbValue *out)
 	out->type = jbvObject;
 	out->val.object.pairs = res;
 	out->val.object.nPairs = nres;
-	return out;
 }
 
 /*
@@ -226,7 +237,7 @@ render_pass(const char *s, int len, int braces, const JsonbValue *root,
 		CHECK_FOR_INTERRUPTS();
 		appendBinaryStringInfo(out, s + from, ms - from);
 		JsTrim(&p, &plen);
-		path = PathParse(p, plen, &msg, &pos);
+		path = MapkitPathParse(p, plen, &msg, &pos);
 		if (path && !append_placeholder(out, path, root))
 			return false;
 		from = me;
@@ -315,7 +326,7 @@ eval_dynamic(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	if (n->kind == MN_TEMPLATE_DYN)
 		return eval_template_dyn(s.val.string.val, s.val.string.len, root, out, ec);
 
-	path = PathParse(s.val.string.val, s.val.string.len, &msg, &pos);
+	path = MapkitPathParse(s.val.string.val, s.val.string.len, &msg, &pos);
 	if (path == NULL)
 	{
 		ec->err = psprintf("@path: %s (at character %d)", msg, pos + 1);
@@ -653,7 +664,7 @@ eval_flatten(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	}
 	else if (ec->err)
 		return false;
-	MapkitFinishObject(pl.pairs, pl.n, NULL, out);
+	finish_object(pl.pairs, pl.n, NULL, out);
 	return true;
 }
 
@@ -708,7 +719,7 @@ eval_merge(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 							 &exp.val.object.pairs[j].value);
 		}
 	}
-	MapkitFinishObject(pl.pairs, pl.n, pl.drop, out);
+	finish_object(pl.pairs, pl.n, pl.drop, out);
 	return true;
 }
 
@@ -877,7 +888,18 @@ MapkitEval(const MapNode *node, Jsonb *event, char **errmsg)
 		return NULL;
 	}
 	if (eval(node, &root, res, &ec))
+	{
+		if (res->type == jbvObject || res->type == jbvArray)
+		{
+			/* built in memory: hand it out as a jsonb container */
+			Jsonb	   *j = MapkitResultToJsonb(res);
+
+			res->type = jbvBinary;
+			res->val.binary.data = &j->root;
+			res->val.binary.len = VARSIZE(j) - VARHDRSZ;
+		}
 		return res;
+	}
 	pfree(res);
 	*errmsg = ec.err;
 	return NULL;

@@ -160,11 +160,10 @@ struct MapNode
 };
 
 /* mapkit_eval.c */
+extern MetPath *MapkitPathParse(const char *text, int len, char **errmsg, int *errpos);
 extern bool MapkitIsObject(const JsonbValue *v);
 extern bool MapkitIsArray(const JsonbValue *v);
 extern void MapkitExpand(const JsonbValue *v, JsonbValue *out);
-extern JsonbValue *MapkitFinishObject(JsonbPair *pairs, int n, bool *drop,
-									  JsonbValue *out);
 
 /* mapkit_js.c */
 extern const char *JsTypeName(const JsonbValue *v);
