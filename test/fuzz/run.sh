@@ -5,7 +5,7 @@
 #
 #   --smoke      what test/run.sh runs: replay every regression input and
 #                every seed, then fuzz each target for FUZZ_SMOKE_SECONDS
-#                (default 3) from its seeds; in a temporary directory.
+#                (default 2) from its seeds; in a temporary directory.
 #   --seconds N  fuzz each target for N seconds (default 60), growing the
 #                working corpus in test/fuzz/out/corpus/TARGET (kept between
 #                runs); the regressions and seeds are replayed first.
@@ -74,7 +74,7 @@ done
 [ ${#TARGETS[@]} -gt 0 ] || read -r -a TARGETS <<<"$ALL_TARGETS"
 case "$SECS" in ''|*[!0-9]*) mt_die "--seconds needs a whole number of seconds" ;; esac
 
-SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-3}
+SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-2}
 SANITIZE=${FUZZ_SANITIZE:-address,undefined}
 CC=${CC:-clang}
 JOBS=${FUZZ_JOBS:-2}
