@@ -18,7 +18,8 @@
 # test/fuzz/regressions/TARGET/ so that --smoke replays it forever.
 #
 # Environment: FUZZ_OUT (work directory; default test/fuzz/out, a fresh
-# temporary one for --smoke), FUZZ_SANITIZE (default address,undefined;
+# temporary one for --smoke), FUZZ_OPT (default -O1 for --seconds, -O0
+# otherwise), FUZZ_SANITIZE (default address,undefined;
 # "none" builds without sanitizers), FUZZ_NICE (default 19 for --seconds),
 # PG_CONFIG, CC (default clang), FUZZ_JOBS (parallel compiles, default 2),
 # FUZZ_ARGS (more libFuzzer options for every run).
@@ -122,7 +123,10 @@ else
 	SAN_FLAGS=(-fsanitize="$SANITIZE" -fno-sanitize-recover=all)
 	SAN_LINK=(-fsanitize="$SANITIZE")
 fi
-CFLAGS=(-g -O1 -fno-omit-frame-pointer -Wall -Wno-ignored-attributes
+# -O1 to fuzz for long; -O0 (three times quicker to build) for --smoke and
+# --replay, whose time goes mostly into the build
+if [ "$MODE" = seconds ]; then OPT=${FUZZ_OPT:--O1}; else OPT=${FUZZ_OPT:--O0}; fi
+CFLAGS=(-g "$OPT" -fno-omit-frame-pointer -Wall -Wno-ignored-attributes
 	-Wno-unused-command-line-argument)
 
 # the server runs as an unprivileged user when we are root
