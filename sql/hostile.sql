@@ -251,6 +251,10 @@ SELECT '{"a": "\ud800"}'::jsonb;
 SELECT metronome_matches('a = "\ud800"', '{}');
 SELECT metronome_matches('a = "\udc00"', '{}');
 SELECT metronome_matches('a = "\ud83d\ude00" and b = "\u00e9"', '{"a": "😀", "b": "é"}') AS surrogate_pair;
+-- Positions in messages count characters, not bytes.
+SELECT metronome_evaluate('{"@path": "$.éé..a"}', '{}');
+SELECT metronome_evaluate('{"@path": {"@template": "$.éé..a"}}', '{}');
+SELECT metronome_matches('a.éé = "x" nope', '{}');
 
 -------------------------------------------------------------------------
 -- Clean up: nothing this file made is left for the files after it.

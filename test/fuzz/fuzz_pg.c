@@ -32,6 +32,10 @@
  * into a freed one are caught at the byte, which the server's AllocSet,
  * carving chunks out of big blocks, would hide.
  *
+ * Each step of a target runs twice, with new memory filled with 0xAA and
+ * then with 0x55: answers that differ reveal a read of memory that was
+ * never written, which AddressSanitizer does not report.
+ *
  * Targets (the input is the bytes libFuzzer hands over):
  *	  fql		a subscription; optionally a NUL byte and an event (JSON).
  *				FqlParse, then FqlEval on the fixed events and the given
@@ -41,8 +45,9 @@
  *	  mapkit	a mapping value (JSON); optionally a NUL byte and an event.
  *				MapkitCompile, then MapkitEval on every event, each result
  *				through MapkitResultToJsonb and the five field coercions.
- *				Oracles: a refusal has a message; a result turned into
- *				jsonb reads back identical from its text form.
+ *				Oracles: a refusal has a message; an evaluation gives a
+ *				result or an error, not both; a result turned into jsonb
+ *				reads back identical from its text form.
  *
  * Inputs that are not valid UTF-8 are skipped: the server verifies the
  * encoding of every text before an input function sees it.
@@ -100,6 +105,9 @@ typedef struct FuzzContext
 
 #define CHUNK_OF(p) ((FuzzChunk *) ((char *) (p) - sizeof(FuzzChunk)))
 
+/* what new chunks are filled with (-1: left as malloc gives them) */
+static int	fill_byte = -1;
+
 /* malloc a chunk and link it in */
 static void *
 fuzz_alloc(MemoryContext context, Size size)
@@ -116,6 +124,8 @@ fuzz_alloc(MemoryContext context, Size size)
 	fc->head.next->prev = c;
 	fc->head.next = c;
 	context->mem_allocated += size;
+	if (fill_byte >= 0)
+		memset((char *) c + sizeof(FuzzChunk), fill_byte, size);
 	return (char *) c + sizeof(FuzzChunk);
 }
 
@@ -233,12 +243,23 @@ fuzz_context_create(MemoryContext parent, const char *name)
 	return &fc->header;
 }
 #else
+static int	fill_byte = -1;		/* not used: AllocSet does not fill */
+
 static MemoryContext
 fuzz_context_create(MemoryContext parent, const char *name)
 {
 	return AllocSetContextCreate(parent, name, ALLOCSET_DEFAULT_SIZES);
 }
 #endif
+
+/*
+ * Every step of a target runs twice, once with new memory filled with each
+ * of these bytes, and the two answers must agree: a difference means that
+ * the engine read memory it had not written (which AddressSanitizer does
+ * not see).
+ */
+#define FILL_A 0xAA
+#define FILL_B 0x55
 
 /* ----------------------------------------------------------------
  * Shared by the targets
@@ -432,10 +453,35 @@ fql_eval_body(void *arg)
 	ea->result = FqlEval(ea->expr, ea->event);
 }
 
+/* parse in.text with new memory filled with byte; false on an error */
+static bool
+fql_parse_filled(FqlInput *in, int byte)
+{
+	bool		ok;
+
+	fill_byte = byte;
+	ok = run_caught(fql_parse_body, in, "FqlParse");
+	fill_byte = -1;
+	return ok;
+}
+
+/* evaluate with new memory filled with byte; false on an error */
+static bool
+fql_eval_filled(FqlEvalArg *ea, int byte)
+{
+	bool		ok;
+
+	fill_byte = byte;
+	ok = run_caught(fql_eval_body, ea, "FqlEval");
+	fill_byte = -1;
+	return ok;
+}
+
 static int
 fql_one(const uint8_t *data, size_t size)
 {
 	FqlInput	in = {0};
+	FqlInput	again = {0};
 	FqlInput	wrapped = {0};
 	Jsonb	   *events[NUM_FIXED_EVENTS + 1];
 	int			nevents = 0;
@@ -449,8 +495,16 @@ fql_one(const uint8_t *data, size_t size)
 	for (i = 0; i < (int) NUM_FIXED_EVENTS; i++)
 		events[nevents++] = fixed_events[i];
 
-	if (!run_caught(fql_parse_body, &in, "FqlParse"))
+	again.text = in.text;
+	if (!fql_parse_filled(&in, FILL_A))
 		return 0;
+	if (!fql_parse_filled(&again, FILL_B))
+		finding("FqlParse raised an error only with new memory filled with 0x55");
+	if ((in.expr == NULL) != (again.expr == NULL) || in.errpos != again.errpos ||
+		(in.errmsg && strcmp(in.errmsg, again.errmsg) != 0))
+		finding("FqlParse answers differently with new memory filled differently: %s / %s",
+				in.errmsg ? in.errmsg : "(parsed)",
+				again.errmsg ? again.errmsg : "(parsed)");
 	nchars = pg_mbstrlen(in.text);
 	if (in.expr == NULL)
 	{
@@ -475,10 +529,17 @@ fql_one(const uint8_t *data, size_t size)
 	for (i = 0; i < nevents; i++)
 	{
 		FqlEvalArg	a = {in.expr, events[i], false};
+		FqlEvalArg	a2 = {again.expr, events[i], false};
 		FqlEvalArg	b = {wrapped.expr, events[i], false};
 
-		if (!run_caught(fql_eval_body, &a, "FqlEval") ||
-			!run_caught(fql_eval_body, &b, "FqlEval"))
+		if (!fql_eval_filled(&a, FILL_A))
+			continue;
+		if (!fql_eval_filled(&a2, FILL_B))
+			finding("FqlEval raised an error only with new memory filled with 0x55");
+		if (a.result != a2.result)
+			finding("FqlEval gives %s and %s on event %d with new memory filled differently",
+					a.result ? "true" : "false", a2.result ? "true" : "false", i);
+		if (!run_caught(fql_eval_body, &b, "FqlEval"))
 			continue;
 		if (a.result == b.result)
 			finding("X and \"not (X)\" both evaluate to %s on event %d",
@@ -514,68 +575,95 @@ typedef struct MapEvalArg
 	const MapNode *node;
 	Jsonb	   *event;
 	int			eventno;
+	JsonbValue *res;			/* the result, or NULL (undefined) */
+	char	   *err;			/* the evaluation error, or NULL */
+	Jsonb	   *jb;				/* the result as jsonb */
 } MapEvalArg;
 
-/* check the result of one evaluation: jsonb, text round trip, fields */
-static void
-check_result(JsonbValue *res, int eventno)
-{
-	Jsonb	   *jb = MapkitResultToJsonb(res);
-	char	   *txt = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	Jsonb	   *back = parse_jsonb(txt);
-	text	   *t;
-	TimestampTz ts;
-	Jsonb	   *props;
-
-	if (VARSIZE(back) != VARSIZE(jb) || memcmp(back, jb, VARSIZE(jb)) != 0)
-	{
-		char	   *txt2 = JsonbToCString(NULL, &back->root, VARSIZE(back));
-
-		if (strcmp(txt, txt2) != 0 ||
-			!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(jb),
-											  JsonbPGetDatum(back))))
-			finding("event %d: the result %s reads back from its text as %s",
-					eventno, txt, txt2);
-	}
-
-	/* every coercion of the five fields must answer (value or message) */
-	(void) FieldIsAbsent(res);
-	(void) FieldCoerceText(FIELD_TRANSACTION_ID, res, &t);
-	(void) FieldCoerceText(FIELD_EVENT_TYPE, res, &t);
-	(void) FieldCoerceTimestamp(res, fixed_now, &ts);
-	(void) FieldCoerceProperties(res, &props);
-}
-
+/* one evaluation, and its result as jsonb (may raise: stack depth) */
 static void
 map_eval_body(void *arg)
 {
 	MapEvalArg *ea = arg;
-	char	   *err = NULL;
-	JsonbValue *res = MapkitEval(ea->node, ea->event, &err);
 
-	if (res != NULL && err != NULL)
+	ea->err = NULL;
+	ea->jb = NULL;
+	ea->res = MapkitEval(ea->node, ea->event, &ea->err);
+	if (ea->res != NULL && ea->err != NULL)
 		finding("event %d: MapkitEval gave a result and an error: %s",
-				ea->eventno, err);
-	if (err != NULL && err[0] == '\0')
+				ea->eventno, ea->err);
+	if (ea->err != NULL && ea->err[0] == '\0')
 		finding("event %d: MapkitEval gave an empty error", ea->eventno);
-	if (res != NULL)
-		check_result(res, ea->eventno);
-	else
-	{
-		text	   *t;
-		TimestampTz ts;
-		Jsonb	   *props;
+	if (ea->res != NULL)
+		ea->jb = MapkitResultToJsonb(ea->res);
+}
 
-		(void) FieldCoerceText(FIELD_CUSTOMER_ID, NULL, &t);
-		(void) FieldCoerceTimestamp(NULL, fixed_now, &ts);
-		(void) FieldCoerceProperties(NULL, &props);
+/*
+ * Check the result of one evaluation: its jsonb reads back identical from
+ * its text, and the coercions of the five fields answer (with a value or
+ * a message) whatever the value.
+ */
+static void
+map_check_body(void *arg)
+{
+	MapEvalArg *ea = arg;
+	text	   *t;
+	TimestampTz ts;
+	Jsonb	   *props;
+
+	if (ea->jb != NULL)
+	{
+		char	   *txt = JsonbToCString(NULL, &ea->jb->root, VARSIZE(ea->jb));
+		Jsonb	   *back = parse_jsonb(txt);
+
+		if (VARSIZE(back) != VARSIZE(ea->jb) ||
+			memcmp(back, ea->jb, VARSIZE(ea->jb)) != 0)
+		{
+			char	   *txt2 = JsonbToCString(NULL, &back->root, VARSIZE(back));
+
+			if (strcmp(txt, txt2) != 0 ||
+				!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(ea->jb),
+												  JsonbPGetDatum(back))))
+				finding("event %d: the result %s reads back from its text as %s",
+						ea->eventno, txt, txt2);
+		}
 	}
+	(void) FieldIsAbsent(ea->res);
+	(void) FieldCoerceText(FIELD_TRANSACTION_ID, ea->res, &t);
+	(void) FieldCoerceText(FIELD_EVENT_TYPE, ea->res, &t);
+	(void) FieldCoerceTimestamp(ea->res, fixed_now, &ts);
+	(void) FieldCoerceProperties(ea->res, &props);
+}
+
+/* compile with new memory filled with byte; false on an error */
+static bool
+map_compile_filled(MapInput *in, int byte)
+{
+	bool		ok;
+
+	fill_byte = byte;
+	ok = run_caught(map_compile_body, in, "MapkitCompile");
+	fill_byte = -1;
+	return ok;
+}
+
+/* evaluate with new memory filled with byte; false on an error */
+static bool
+map_eval_filled(MapEvalArg *ea, int byte)
+{
+	bool		ok;
+
+	fill_byte = byte;
+	ok = run_caught(map_eval_body, ea, "MapkitEval");
+	fill_byte = -1;
+	return ok;
 }
 
 static int
 mapkit_one(const uint8_t *data, size_t size)
 {
 	MapInput	in = {0};
+	MapInput	again = {0};
 	FqlInput	ev = {0};
 	Jsonb	   *events[NUM_FIXED_EVENTS + 1];
 	int			nevents = 0;
@@ -588,19 +676,44 @@ mapkit_one(const uint8_t *data, size_t size)
 	for (i = 0; i < (int) NUM_FIXED_EVENTS; i++)
 		events[nevents++] = fixed_events[i];
 
-	if (!run_caught(map_compile_body, &in, "MapkitCompile"))
+	again.text = in.text;
+	if (!map_compile_filled(&in, FILL_A))
 		return 0;
+	if (!map_compile_filled(&again, FILL_B))
+		finding("MapkitCompile raised an error only with new memory filled with 0x55");
+	if ((in.node == NULL) != (again.node == NULL) ||
+		(in.errmsg && strcmp(in.errmsg, again.errmsg) != 0))
+		finding("MapkitCompile answers differently with new memory filled differently: %s / %s",
+				in.errmsg ? in.errmsg : "(compiled)",
+				again.errmsg ? again.errmsg : "(compiled)");
 	if (in.node == NULL)
 	{
 		if (in.errmsg == NULL || in.errmsg[0] == '\0')
 			finding("MapkitCompile refused a mapping without a message");
 		return 0;
 	}
+	if (in.errmsg != NULL)
+		finding("MapkitCompile gave a tree and a message: %s", in.errmsg);
+
 	for (i = 0; i < nevents; i++)
 	{
 		MapEvalArg	a = {in.node, events[i], i};
+		MapEvalArg	b = {again.node, events[i], i};
 
-		(void) run_caught(map_eval_body, &a, "MapkitEval");
+		if (!map_eval_filled(&a, FILL_A))
+			continue;
+		if (!map_eval_filled(&b, FILL_B))
+			finding("event %d: MapkitEval raised an error only with new memory filled with 0x55", i);
+		if ((a.err == NULL) != (b.err == NULL) ||
+			(a.err && strcmp(a.err, b.err) != 0) ||
+			(a.jb == NULL) != (b.jb == NULL) ||
+			(a.jb && (VARSIZE(a.jb) != VARSIZE(b.jb) ||
+					  memcmp(a.jb, b.jb, VARSIZE(a.jb)) != 0)))
+			finding("event %d: MapkitEval answers differently with new memory filled differently: %s / %s",
+					i,
+					a.err ? a.err : a.jb ? JsonbToCString(NULL, &a.jb->root, VARSIZE(a.jb)) : "(undefined)",
+					b.err ? b.err : b.jb ? JsonbToCString(NULL, &b.jb->root, VARSIZE(b.jb)) : "(undefined)");
+		(void) run_caught(map_check_body, &a, "field coercion");
 	}
 	return 0;
 }

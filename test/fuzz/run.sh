@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/fuzz/run.sh: build and run pg_metronome's libFuzzer targets.
 #
-# Usage: test/fuzz/run.sh [--smoke | --seconds N | --replay] [TARGET]...
+# Usage: test/fuzz/run.sh [--smoke | --seconds N | --replay | --coverage] [TARGET]...
 #
 #   --smoke      what test/run.sh runs: replay every regression input and
 #                every seed, then fuzz each target for FUZZ_SMOKE_SECONDS
@@ -10,6 +10,10 @@
 #                working corpus in test/fuzz/out/corpus/TARGET (kept between
 #                runs); the regressions and seeds are replayed first.
 #   --replay     only replay the regression inputs and the seeds.
+#   --coverage   build with source coverage instead of sanitizers, replay the
+#                regressions, the seeds and the working corpus, and print
+#                llvm-cov's report for the project's files (the lines never
+#                reached are in OUT/coverage/TARGET.txt).
 #   TARGET       fql, mapkit, http_parse, http_answer (default: all)
 #
 # Exit status: 0 when every target ran and found nothing; 1 otherwise.  A
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 		--smoke) MODE=smoke; shift ;;
 		--replay) MODE=replay; shift ;;
+		--coverage) MODE=coverage; shift ;;
 		--seconds)
 			[ $# -ge 2 ] || mt_die "--seconds needs a number"
 			MODE=seconds; SECS=$2; shift 2 ;;
@@ -77,6 +82,7 @@ case "$SECS" in ''|*[!0-9]*) mt_die "--seconds needs a whole number of seconds" 
 
 SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-2}
 SANITIZE=${FUZZ_SANITIZE:-address,undefined}
+[ "$MODE" = coverage ] && SANITIZE=none
 CC=${CC:-clang}
 JOBS=${FUZZ_JOBS:-2}
 read -r -a EXTRA_ARGS <<<"${FUZZ_ARGS:-}"
@@ -91,6 +97,7 @@ else
 	OUT=$(cd "$OUT" && pwd)
 fi
 BUILD=$OUT/build
+[ "$MODE" = coverage ] && BUILD=$OUT/build-coverage
 mkdir -p "$BUILD"
 
 ######################################################################
@@ -128,6 +135,16 @@ fi
 if [ "$MODE" = seconds ]; then OPT=${FUZZ_OPT:--O1}; else OPT=${FUZZ_OPT:--O0}; fi
 CFLAGS=(-g "$OPT" -fno-omit-frame-pointer -Wall -Wno-ignored-attributes
 	-Wno-unused-command-line-argument)
+if [ "$MODE" = coverage ]; then
+	CFLAGS+=(-fprofile-instr-generate -fcoverage-mapping)
+	SAN_LINK=(-fprofile-instr-generate)
+	LLVM_BIN=$(dirname "$(readlink -f "$(command -v "$CC")")")
+	for t in llvm-profdata llvm-cov; do
+		[ -x "$LLVM_BIN/$t" ] || mt_die "$LLVM_BIN/$t not found (Debian: llvm)"
+	done
+	mkdir -p "$OUT/coverage"
+	rm -f "$OUT"/coverage/*.profraw
+fi
 
 # the server runs as an unprivileged user when we are root
 RUNAS=()
@@ -256,12 +273,14 @@ run_target()
 				"SELECT metronome_fuzz('$t', ARRAY[$arr]::text[]);" |
 			(cd "$OUT" && nice -n "$NICE" "${RUNAS[@]}" env LD_PRELOAD="$preload" \
 				ASAN_OPTIONS="$ASAN_OPTIONS" UBSAN_OPTIONS="$UBSAN_OPTIONS" \
+				LLVM_PROFILE_FILE="$OUT/coverage/$t-%p.profraw" \
 				${ASAN_SYMBOLIZER_PATH:+ASAN_SYMBOLIZER_PATH="$ASAN_SYMBOLIZER_PATH"} \
 				"$PG_BINDIR/postgres" --single -D "$PGDATA_DIR" -c fsync=off \
 				-c max_stack_depth=2MB -c log_min_messages=warning postgres) >"$log" 2>&1
 			;;
 		*)
-			(cd "$OUT" && nice -n "$NICE" "$BUILD/$t" "$@") >"$log" 2>&1
+			(cd "$OUT" && LLVM_PROFILE_FILE="$OUT/coverage/$t-%p.profraw" \
+				nice -n "$NICE" "$BUILD/$t" "$@") >"$log" 2>&1
 			;;
 	esac
 }
@@ -320,6 +339,15 @@ for t in "${TARGETS[@]}"; do
 		mt_log "fuzz $t: replayed ${#staged[@]} inputs in $(( $(date +%s) - t1 )) s"
 	fi
 	[ "$MODE" = replay ] && continue
+	if [ "$MODE" = coverage ]; then
+		if [ -n "$(ls -A "$OUT/corpus/$t" 2>/dev/null)" ]; then
+			log=$OUT/logs/$t-coverage.log
+			own_out
+			run_target "$t" "$log" "${opts[@]}" -runs=0 "$OUT/corpus/$t" ||
+				report "$t" "$log" "replaying the working corpus failed"
+		fi
+		continue
+	fi
 
 	# 2. fuzz for a while, from the seeds (and, for long runs, the corpus so far)
 	secs=$SECS
@@ -340,6 +368,23 @@ for t in "${TARGETS[@]}"; do
 	cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+' "$log" | tail -n1)
 	mt_log "fuzz $t: $runs ($cov)"
 done
+
+# coverage: one report per target, over the project's sources
+if [ "$MODE" = coverage ]; then
+	for t in "${TARGETS[@]}"; do
+		case "$t" in
+			fql|mapkit) obj=$BUILD/metronome_fuzz.so ;;
+			*) obj=$BUILD/$t ;;
+		esac
+		compgen -G "$OUT/coverage/$t-*.profraw" >/dev/null || { echo "coverage $t: no profile written"; continue; }
+		"$LLVM_BIN/llvm-profdata" merge -sparse -o "$OUT/coverage/$t.profdata" "$OUT"/coverage/"$t"-*.profraw || continue
+		echo "== coverage of $t (regions, functions, lines):"
+		"$LLVM_BIN/llvm-cov" report "$obj" -instr-profile="$OUT/coverage/$t.profdata" \
+			"$ROOT_DIR/src" | sed "s|$ROOT_DIR/||"
+		"$LLVM_BIN/llvm-cov" show "$obj" -instr-profile="$OUT/coverage/$t.profdata" \
+			-show-line-counts-or-regions "$ROOT_DIR/src" >"$OUT/coverage/$t.txt"
+	done
+fi
 
 if [ ${#FAILED[@]} -gt 0 ]; then
 	echo "fuzz: findings or failures in: ${FAILED[*]} (inputs kept in $OUT/artifacts/)"
