@@ -506,8 +506,12 @@ HttpScrub(char *text, const char *secret)
 	slen = strlen(secret);
 	if (slen < 4)
 		return;
+	/* search on after each hit: a secret of asterisks matches its own mask */
 	while ((hit = strstr(text, secret)) != NULL)
+	{
 		memset(hit, '*', slen);
+		text = hit + 1;
+	}
 }
 
 /*
