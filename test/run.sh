@@ -108,6 +108,10 @@ if [ -z "$ONLY" ]; then
 fi
 
 mt_find_pg_config
+# the fuzz smoke run builds with clang and its libFuzzer/sanitizer runtimes
+case "$ONLY " in
+	*" fuzz "*) [ -f "$ROOT_DIR/test/fuzz/run.sh" ] && MT_EXTRA_PACKAGES="clang libclang-rt-dev" ;;
+esac
 mt_ensure_packages
 if [ "$VALGRIND" -eq 1 ]; then
 	# shellcheck source=lib/valgrind.sh
