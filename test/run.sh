@@ -19,7 +19,10 @@
 #                 isolation only (unless --only says otherwise), niced,
 #                 with longer timeouts; then every error valgrind reported
 #                 is printed and counted as a failure (suite "valgrind").
-#                 Not part of the default run: it takes about 15 minutes.
+#                 Not part of the default run: about 20 minutes on 2 cores.
+#                 MT_VALGRIND_OPTS adds valgrind options (e.g.
+#                 --track-origins=yes to see where an uninitialised value
+#                 comes from).
 #
 # Examples: test/run.sh --only regress          test/run.sh 001_settings
 #           test/run.sh --only tap --only python --keep
@@ -438,6 +441,7 @@ if [ "$VALGRIND" -eq 1 ]; then
 			fail 1 valgrind
 		elif [ "${bad:-0}" -gt 0 ]; then
 			fail "$bad" valgrind
+			echo "valgrind: the logs are in $d (kept with --keep); the server logs name each pid"
 		else
 			pass 1
 		fi
