@@ -163,6 +163,7 @@ mt_run_as_user()
 		TMPDIR=/tmp \
 		PG_CONFIG="$PGC" \
 		MT_WORKDIR="$MT_WORKDIR" \
+		${MT_VALGRIND_OPTS:+"MT_VALGRIND_OPTS=$MT_VALGRIND_OPTS"} \
 		${MT_EXTRA_ENV:-} \
 		bash "$script" "$@"
 }
