@@ -78,6 +78,10 @@ PG_FUNCTION_INFO_V1(metronome_ship_floor);
 /* HttpWait's longest sleep: how fast SIGTERM and cancels are noticed. */
 #define WAIT_SLICE_MS 50
 
+/* The instants RFC 3339 can express: years 0000 to 9999 (Unix time, us). */
+#define MIN_RFC3339_US INT64CONST(-62167219200000000)
+#define MAX_RFC3339_US INT64CONST(253402300800000000)
+
 /* One claimed row. */
 typedef struct ShipRow
 {
@@ -500,7 +504,6 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		ShipRow    *r = &rows[n];
 		bool		isnull;
 		TimestampTz ts;
-		char		probe[HTTP_TIMESTAMP_LEN];
 
 		r->ctid = *((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull)));
 		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
@@ -512,7 +515,8 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 
 		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
-			!HttpFormatTimestamp(r->ev.timestamp_us, probe, sizeof(probe)))
+			r->ev.timestamp_us < MIN_RFC3339_US ||
+			r->ev.timestamp_us >= MAX_RFC3339_US)
 		{
 			if (bad == NULL)
 				bad = palloc(sizeof(Datum) * claimed);
