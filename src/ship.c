@@ -12,7 +12,8 @@
  *	2. The outbox is locked with ConditionalLockRelationOid, so a DROP or
  *	   ALTER EXTENSION in progress makes the cycle step aside instead of
  *	   queueing behind (or deadlocking with) it.
- *	3. Claim: up to batch_size * max_inflight * CLAIM_ROUNDS due rows,
+ *	3. Claim: up to batch_size * max_inflight * CLAIM_ROUNDS due rows (fewer
+ *	   while Metronome is too slow to take them within CYCLE_BUDGET_MS),
  *
  *		SELECT ... FROM metronome_outbox
  *		 WHERE status = 'pending' AND next_attempt_at <= $1
@@ -24,9 +25,10 @@
  *	   depend on how many sent or failed rows the table holds, and
  *	   concurrent claimers (the worker and sessions) never get the same row.
  *	4. Send: batches of batch_size, at most max_inflight requests at once
- *	   (http.c).  As each answer arrives its rows are marked at once, while
- *	   the other requests are still in flight:
- *		2xx			   rows -> sent
+ *	   (http.c).  Each answer is classified as it arrives, and the rows are
+ *	   marked while the other requests are still in flight:
+ *		2xx			   rows -> sent (by ctid, a few batches per UPDATE,
+ *					   after the pipeline has been refilled)
  *		400/413/422	   split the batch in halves and send each; a single
  *					   event still refused -> failed, last_error = message
  *		401/403		   no row changes; auth error state; gate closed
@@ -42,6 +44,12 @@
  * A row is marked sent only after a 2xx that covered it.  If anything dies
  * mid-cycle the transaction aborts and the rows are pending again: they
  * are resent, and Metronome's transaction_id dedup makes that harmless.
+ *
+ * Backoff: after n consecutive transient failures, min(max_backoff,
+ * 500 ms * 2^(n-1)) * (1 - 0.25 * random), as Metronome's SDKs do; a
+ * Retry-After or retry-after-ms answer replaces it (capped by
+ * max_backoff).  The rows of the batch get it as next_attempt_at, and the
+ * shared gate holds every request (new rows too) until it has passed.
  *
  *-------------------------------------------------------------------------
  */
@@ -130,6 +138,7 @@ static struct
 
 static HttpClient *client = NULL;
 static bool in_ship = false;
+static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 
 /*
  * Is this backend running a shipping cycle (its own outbox updates must
@@ -715,9 +724,13 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 				free(req->body);
 				req->body = NULL;
 			}
-			if (go && TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
-												 CYCLE_BUDGET_MS))
+			if (go && nstack > 0 &&
+				TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+										   CYCLE_BUDGET_MS))
+			{
 				go = false;
+				result->budget_cut = true;
+			}
 		}
 		result->accepted += flush_sent(sent);
 	}
@@ -783,7 +796,7 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 		return;
 	}
 
-	limit = metronome_batch_size * metronome_max_inflight * CLAIM_ROUNDS;
+	limit = metronome_batch_size * metronome_max_inflight * claim_rounds;
 	if (max_events > 0 && max_events < limit)
 		limit = (int) max_events;
 
@@ -803,6 +816,16 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 			else
 				send_rows(rows, nrows, result);
 		}
+
+		/*
+		 * A slow Metronome cut the cycle short: claim less next time (each
+		 * claimed row costs a row lock); a full cycle finished in time:
+		 * claim more, up to CLAIM_ROUNDS.
+		 */
+		if (result->budget_cut)
+			claim_rounds = Max(1, claim_rounds / 2);
+		else if (result->full)
+			claim_rounds = Min(CLAIM_ROUNDS, claim_rounds * 2);
 	}
 	PG_FINALLY();
 	{
