@@ -99,26 +99,44 @@ typedef struct ShipRow
 	HttpEvent	ev;
 } ShipRow;
 
-/* A batch: rows[first .. first + n - 1]. */
+/* A batch: rows[first .. first + n - 1] of one claimed chunk. */
 typedef struct ShipBatch
 {
+	ShipRow    *rows;
 	int			first;
 	int			n;
 } ShipBatch;
-
-/* What a cycle must clean up whatever happens. */
-typedef struct ShipCleanup
-{
-	HttpRequest **reqs;
-	int			nreqs;
-} ShipCleanup;
 
 /* Rows accepted by Metronome, not yet marked sent (see flush_sent). */
 typedef struct SentBuffer
 {
 	Datum	   *ctids;			/* ItemPointer datums */
 	int			n;
+	int			cap;
 } SentBuffer;
+
+/*
+ * One cycle's state.  Batches wait in a deque: claimed chunks are appended
+ * at the tail, the halves of a refused batch pushed at the head.  The
+ * requests are kept for freeing whatever happens.
+ */
+typedef struct Cycle
+{
+	ShipBatch **q;
+	int			head;
+	int			tail;
+	int			qcap;
+	HttpRequest **reqs;
+	int			nreqs;
+	int			reqcap;
+	SentBuffer	sent;
+	int			limit;			/* rows per claim */
+	int64		max_events;		/* 0, or the most rows to claim */
+	bool		more;			/* the last claim was full */
+	TimestampTz last_nat;		/* key of the last row claimed */
+	int64		last_id;
+	TimestampTz started;
+} Cycle;
 
 /* Marking sent waits until this many rows are accepted (or the end). */
 #define SENT_FLUSH_ROWS 400
@@ -207,7 +225,7 @@ static void
 ensure_plans(Oid relid, int claim_limit)
 {
 	const char *tbl;
-	Oid			ts[] = {TIMESTAMPTZOID};
+	Oid			claim_args[] = {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID};
 	Oid			sent_args[] = {TIDARRAYOID, TIMESTAMPTZOID};
 	Oid			failed_args[] = {INT8ARRAYOID, TEXTOID};
 	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
@@ -228,13 +246,14 @@ ensure_plans(Oid relid, int claim_limit)
 	plans.claim_limit = 0;
 	plans.claim =
 		prepare(psprintf("SELECT ctid, id, transaction_id, customer_id, event_type,"
-						 " \"timestamp\", properties::text, attempts"
+						 " \"timestamp\", properties::text, attempts, next_attempt_at"
 						 " FROM %s"
 						 " WHERE status = 'pending' AND next_attempt_at <= $1"
+						 " AND (next_attempt_at, id) > ($2, $3)"
 						 " ORDER BY next_attempt_at, id"
 						 " LIMIT %d"
 						 " FOR UPDATE SKIP LOCKED", tbl, claim_limit),
-				1, ts);
+				3, claim_args);
 	plans.claim_limit = claim_limit;
 
 	if (plans.relid != relid)
@@ -343,13 +362,18 @@ flush_sent(SentBuffer *buf)
 /*
  * Rows of a batch were accepted: buffer them for flush_sent.  Marking them
  * a few batches at a time costs less than a statement per batch, and
- * send_rows does it while the next requests are in flight.
+ * run_cycle does it while the next requests are in flight.
  */
 static void
 mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf)
 {
 	int			i;
 
+	if (buf->n + b->n > buf->cap)
+	{
+		buf->cap = buf->n + b->n + SENT_FLUSH_ROWS;
+		buf->ctids = repalloc(buf->ctids, sizeof(Datum) * buf->cap);
+	}
 	for (i = 0; i < b->n; i++)
 		buf->ctids[buf->n++] = PointerGetDatum(&rows[b->first + i].ctid);
 }
@@ -456,23 +480,70 @@ to_unix_us(TimestampTz ts, int64 *us)
 	return true;
 }
 
+/* append a batch at the tail of the cycle's deque */
+static void
+queue_append(Cycle *c, ShipBatch *b)
+{
+	if (c->tail == c->qcap)
+	{
+		/* slide to the front, or grow */
+		if (c->head > 0)
+		{
+			memmove(c->q, c->q + c->head, sizeof(ShipBatch *) * (c->tail - c->head));
+			c->tail -= c->head;
+			c->head = 0;
+		}
+		if (c->tail == c->qcap)
+		{
+			c->qcap *= 2;
+			c->q = repalloc(c->q, sizeof(ShipBatch *) * c->qcap);
+		}
+	}
+	c->q[c->tail++] = b;
+}
+
+/* push a batch at the head of the deque (it goes next) */
+static void
+queue_push(Cycle *c, ShipBatch *b)
+{
+	if (c->head == 0)
+	{
+		int			n = c->tail;
+		int			room = Max(c->qcap, 16);
+
+		c->q = repalloc(c->q, sizeof(ShipBatch *) * (c->qcap + room));
+		memmove(c->q + room, c->q, sizeof(ShipBatch *) * n);
+		c->head = room;
+		c->tail = room + n;
+		c->qcap += room;
+	}
+	c->q[--c->head] = b;
+}
+
+/* number of batches waiting */
+#define queue_len(c) ((c)->tail - (c)->head)
+
 /* start one batch; false (with the request's error set) if it could not */
-static bool
-start_batch(HttpClient *http, ShipRow *rows, ShipBatch *b,
-			ShipCleanup *cleanup)
+static HttpRequest *
+start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 {
 	HttpEvent  *events = palloc(sizeof(HttpEvent) * b->n);
 	HttpRequest *req;
 	int			i;
 
 	for (i = 0; i < b->n; i++)
-		events[i] = rows[b->first + i].ev;
+		events[i] = b->rows[b->first + i].ev;
+	if (c->nreqs == c->reqcap)
+	{
+		c->reqcap *= 2;
+		c->reqs = repalloc(c->reqs, sizeof(HttpRequest *) * c->reqcap);
+	}
 	req = HttpRequestNew();
 	if (req == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
-	cleanup->reqs[cleanup->nreqs++] = req;
+	c->reqs[c->nreqs++] = req;
 	req->user = b;
 	req->body = HttpBuildBody(events, b->n, &req->body_len);
 	pfree(events);
@@ -480,18 +551,20 @@ start_batch(HttpClient *http, ShipRow *rows, ShipBatch *b,
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while building a request body")));
-	return HttpStart(http, req);
+	*started = HttpStart(http, req);
+	return req;
 }
 
 /*
- * Claim due rows into *rows (palloc'd); rows whose timestamp Metronome
- * cannot take are failed at once.  Returns the number of rows claimed
- * (including those failed), the sendable ones in *nrows.
+ * Claim the next chunk of due rows (after the last one claimed in this
+ * cycle, so that the rows this transaction already holds are not taken
+ * twice) and append its batches to the deque.  Rows whose timestamp
+ * Metronome cannot take are failed at once.  Returns the rows claimed.
  */
 static int64
-claim(ShipRow **rowsp, int *nrows, ShipResult *result)
+claim_chunk(Cycle *c, ShipResult *result)
 {
-	Datum		arg = TimestampTzGetDatum(GetCurrentTimestamp());
+	Datum		args[3];
 	ShipRow    *rows;
 	Datum	   *bad = NULL;
 	int			nbad = 0;
@@ -500,7 +573,10 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 	uint64		claimed;
 	int			ret;
 
-	ret = spi_run(plans.claim, &arg, NULL, false, 0);
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = TimestampTzGetDatum(c->last_nat);
+	args[2] = Int64GetDatum(c->last_id);
+	ret = spi_run(plans.claim, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
 	claimed = SPI_processed;
@@ -522,6 +598,8 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		r->ev.properties = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		c->last_nat = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+		c->last_id = r->id;
 
 		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
 			r->ev.timestamp_us < MIN_RFC3339_US ||
@@ -548,9 +626,35 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		result->failed += nbad;
 		StatusCountRows(0, nbad);
 	}
-	*rowsp = rows;
-	*nrows = n;
+
+	/* batches in claim order */
+	for (i = 0; i < (uint64) n; i += metronome_batch_size)
+	{
+		ShipBatch  *b = palloc(sizeof(ShipBatch));
+
+		b->rows = rows;
+		b->first = (int) i;
+		b->n = Min(metronome_batch_size, n - (int) i);
+		queue_append(c, b);
+	}
+	if (claimed > 0)
+		WorkerSetState(DELIVERY_SHIPPING);
+	result->claimed += claimed;
+	c->more = (claimed >= (uint64) c->limit);
 	return (int64) claimed;
+}
+
+/* may the cycle claim another chunk now? */
+static bool
+may_claim(Cycle *c, ShipResult *result)
+{
+	if (!c->more)
+		return false;
+	/* with max_events, claim no more than it allows (the next cycle may) */
+	if (c->max_events > 0 && result->claimed + c->limit > c->max_events)
+		return false;
+	return !TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
+									   CYCLE_BUDGET_MS);
 }
 
 /*
@@ -558,10 +662,10 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
  * further request should start in this cycle.
  */
 static bool
-handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
-			SentBuffer *sent, ShipResult *result)
+handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 {
 	ShipBatch  *b = (ShipBatch *) req->user;
+	ShipRow    *rows = b->rows;
 	char	   *msg;
 
 	result->requests++;
@@ -569,7 +673,7 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
-			mark_sent(rows, b, sent);
+			mark_sent(rows, b, &c->sent);
 			StatusGateReset();
 			return true;
 
@@ -579,13 +683,14 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 				ShipBatch  *lo = palloc(sizeof(ShipBatch));
 				ShipBatch  *hi = palloc(sizeof(ShipBatch));
 
+				lo->rows = hi->rows = rows;
 				lo->first = b->first;
 				lo->n = b->n / 2;
 				hi->first = b->first + lo->n;
 				hi->n = b->n - lo->n;
-				/* a stack: the halves go next, the first half first */
-				stack[(*nstack)++] = hi;
-				stack[(*nstack)++] = lo;
+				/* the halves go next, the first half first */
+				queue_push(c, hi);
+				queue_push(c, lo);
 				return true;
 			}
 			mark_failed(rows, b, req->error);
@@ -635,73 +740,64 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 	return false;
 }
 
-/* in dry-run mode (the benchmark floor): every batch "accepted" at once */
+/*
+ * Dry run (the benchmark floor): the same claims and marking, every batch
+ * "accepted" at once, no HTTP.
+ */
 static void
-dry_run_batches(ShipRow *rows, int nrows, ShipResult *result)
+dry_run(Cycle *c, ShipResult *result)
 {
-	SentBuffer	sent;
-	int			i;
-
-	sent.ctids = palloc(sizeof(Datum) * nrows);
-	sent.n = 0;
-	for (i = 0; i < nrows; i += metronome_batch_size)
+	do
 	{
-		ShipBatch	b;
+		claim_chunk(c, result);
+		while (queue_len(c) > 0)
+		{
+			ShipBatch  *b = c->q[c->head++];
 
-		b.first = i;
-		b.n = Min(metronome_batch_size, nrows - i);
-		mark_sent(rows, &b, &sent);
-		if (sent.n >= SENT_FLUSH_ROWS)
-			result->accepted += flush_sent(&sent);
-	}
-	result->accepted += flush_sent(&sent);
+			mark_sent(b->rows, b, &c->sent);
+			if (c->sent.n >= SENT_FLUSH_ROWS)
+				result->accepted += flush_sent(&c->sent);
+		}
+		result->accepted += flush_sent(&c->sent);
+	} while (may_claim(c, result));
 }
 
-/* send the claimed rows: the heart of the cycle */
+/*
+ * The heart of the cycle: claim, send, classify and mark until nothing is
+ * due, the gate closes, or the cycle's time is up.  Requests in flight are
+ * aborted if anything throws.
+ */
 static void
-send_rows(ShipRow *rows, int nrows, ShipResult *result)
+run_cycle(Cycle *c, ShipResult *result)
 {
 	HttpClient *http = get_client();
-	int			nb = (nrows + metronome_batch_size - 1) / metronome_batch_size;
-	int			cap = nb + 2 * nrows + 2;
-	ShipBatch **stack = palloc(sizeof(ShipBatch *) * cap);
-	int			nstack = 0;
-	ShipCleanup *cleanup = palloc0(sizeof(ShipCleanup));
-	SentBuffer *sent = palloc0(sizeof(SentBuffer));
-	TimestampTz started = GetCurrentTimestamp();
 	int			i;
-
-	cleanup->reqs = palloc(sizeof(HttpRequest *) * cap);
-	sent->ctids = palloc(sizeof(Datum) * nrows);
-
-	/* batches in claim order: push the last first */
-	for (i = nb - 1; i >= 0; i--)
-	{
-		ShipBatch  *b = palloc(sizeof(ShipBatch));
-
-		b->first = i * metronome_batch_size;
-		b->n = Min(metronome_batch_size, nrows - b->first);
-		stack[nstack++] = b;
-	}
 
 	PG_TRY();
 	{
 		bool		go = true;
 
-		while ((go && nstack > 0) || HttpInFlight(http) > 0)
+		claim_chunk(c, result);
+		while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
 		{
 			HttpRequest *req;
 
-			/* keep max_inflight requests going */
-			while (go && nstack > 0 && HttpInFlight(http) < metronome_max_inflight)
-			{
-				ShipBatch  *b = stack[--nstack];
+			/*
+			 * Running short of batches: claim the next chunk now, while the
+			 * last requests are in flight.
+			 */
+			if (go && queue_len(c) < metronome_max_inflight && may_claim(c, result))
+				claim_chunk(c, result);
 
-				if (!start_batch(http, rows, b, cleanup))
-				{
-					req = cleanup->reqs[cleanup->nreqs - 1];
-					go = handle_done(req, rows, stack, &nstack, sent, result);
-				}
+			/* keep max_inflight requests going */
+			while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
+			{
+				ShipBatch  *b = c->q[c->head++];
+				bool		started;
+
+				req = start_batch(http, b, c, &started);
+				if (!started)
+					go = handle_done(req, c, result);
 			}
 
 			/*
@@ -709,37 +805,37 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 			 * flight: a few batches at a time, or all of it when nothing is
 			 * left to start.
 			 */
-			if (sent->n >= SENT_FLUSH_ROWS ||
-				(sent->n > 0 && (!go || nstack == 0)))
-				result->accepted += flush_sent(sent);
+			if (c->sent.n >= SENT_FLUSH_ROWS ||
+				(c->sent.n > 0 && (!go || queue_len(c) == 0)))
+				result->accepted += flush_sent(&c->sent);
 
 			if (HttpInFlight(http) > 0)
 				HttpWait(http, WAIT_SLICE_MS);
 			CHECK_FOR_INTERRUPTS();
 			while ((req = HttpNextDone(http)) != NULL)
 			{
-				if (!handle_done(req, rows, stack, &nstack, sent, result))
+				if (!handle_done(req, c, result))
 					go = false;
 				/* the body is not needed any more */
 				free(req->body);
 				req->body = NULL;
 			}
-			if (go && nstack > 0 &&
-				TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+			if (go && queue_len(c) > 0 &&
+				TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
 										   CYCLE_BUDGET_MS))
 			{
 				go = false;
 				result->budget_cut = true;
 			}
 		}
-		result->accepted += flush_sent(sent);
+		result->accepted += flush_sent(&c->sent);
 	}
 	PG_FINALLY();
 	{
 		HttpCancelAll(http);
-		for (i = 0; i < cleanup->nreqs; i++)
-			HttpRequestFree(cleanup->reqs[i]);
-		cleanup->nreqs = 0;
+		for (i = 0; i < c->nreqs; i++)
+			HttpRequestFree(c->reqs[i]);
+		c->nreqs = 0;
 	}
 	PG_END_TRY();
 }
@@ -750,18 +846,17 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
  * without any HTTP: the database-only floor of the benchmark.
  */
 void
-ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
+ShipCycle(bool dry_run_only, int64 max_events, ShipResult *result)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	DeliveryGate kind;
 	Oid			relid;
 	int			limit;
-	ShipRow    *rows;
-	int			nrows;
+	Cycle	   *c;
 
 	memset(result, 0, sizeof(ShipResult));
 
-	if (!dry_run && !StatusGateOpen(now, &result->gate_until, &kind))
+	if (!dry_run_only && !StatusGateOpen(now, &result->gate_until, &kind))
 	{
 		result->gated = true;
 		return;
@@ -787,7 +882,7 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 		return;
 	}
 
-	if (!dry_run && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
+	if (!dry_run_only && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
 	{
 		StatusSetError("metronome.api_token is not set");
 		StatusSetState(DELIVERY_AUTH_ERROR);
@@ -806,25 +901,36 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 	PG_TRY();
 	{
 		ensure_plans(relid, limit);
-		result->claimed = claim(&rows, &nrows, result);
-		result->full = (result->claimed >= limit);
-		if (nrows > 0)
-		{
-			WorkerSetState(DELIVERY_SHIPPING);
-			if (dry_run)
-				dry_run_batches(rows, nrows, result);
-			else
-				send_rows(rows, nrows, result);
-		}
+
+		c = palloc0(sizeof(Cycle));
+		c->qcap = 64;
+		c->q = palloc(sizeof(ShipBatch *) * c->qcap);
+		c->reqcap = 64;
+		c->reqs = palloc(sizeof(HttpRequest *) * c->reqcap);
+		c->sent.cap = SENT_FLUSH_ROWS;
+		c->sent.ctids = palloc(sizeof(Datum) * c->sent.cap);
+		c->limit = limit;
+		c->max_events = max_events;
+		c->last_nat = DT_NOBEGIN;
+		c->last_id = 0;
+		c->started = now;
+
+		if (dry_run_only)
+			dry_run(c, result);
+		else
+			run_cycle(c, result);
+
+		/* more may be due: the last claim was full, or time ran out */
+		result->full = c->more || result->budget_cut;
 
 		/*
-		 * A slow Metronome cut the cycle short: claim less next time (each
-		 * claimed row costs a row lock); a full cycle finished in time:
-		 * claim more, up to CLAIM_ROUNDS.
+		 * A slow Metronome cut the cycle short: claim less at a time (each
+		 * claimed row costs a row lock); a cycle that used every row it
+		 * claimed: claim more, up to CLAIM_ROUNDS.
 		 */
 		if (result->budget_cut)
 			claim_rounds = Max(1, claim_rounds / 2);
-		else if (result->full)
+		else if (c->more)
 			claim_rounds = Min(CLAIM_ROUNDS, claim_rounds * 2);
 	}
 	PG_FINALLY();
