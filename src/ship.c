@@ -12,11 +12,13 @@
  *	2. The outbox is locked with ConditionalLockRelationOid, so a DROP or
  *	   ALTER EXTENSION in progress makes the cycle step aside instead of
  *	   queueing behind (or deadlocking with) it.
- *	3. Claim: up to batch_size * max_inflight * CLAIM_ROUNDS due rows (fewer
- *	   while Metronome is too slow to take them within CYCLE_BUDGET_MS),
+ *	3. Claim, a chunk at a time: up to batch_size * max_inflight *
+ *	   CLAIM_ROUNDS due rows (fewer while Metronome is too slow to take them
+ *	   within CYCLE_BUDGET_MS),
  *
  *		SELECT ... FROM metronome_outbox
  *		 WHERE status = 'pending' AND next_attempt_at <= $1
+ *		   AND (next_attempt_at, id) > ($2, $3)
  *		 ORDER BY next_attempt_at, id LIMIT n
  *		   FOR UPDATE SKIP LOCKED
  *
@@ -24,6 +26,9 @@
  *	   (next_attempt_at, id) WHERE status = 'pending': the cost does not
  *	   depend on how many sent or failed rows the table holds, and
  *	   concurrent claimers (the worker and sessions) never get the same row.
+ *	   ($2, $3) is the key of the last row this cycle claimed: when the
+ *	   batches run short, the next chunk is claimed while the last requests
+ *	   are still in flight, so the pipeline never drains between chunks.
  *	4. Send: batches of batch_size, at most max_inflight requests at once
  *	   (http.c).  Each answer is classified as it arrives, and the rows are
  *	   marked while the other requests are still in flight:
@@ -38,8 +43,9 @@
  *	   After a transient or auth/config answer no new request starts; rows
  *	   claimed but not sent are simply released when the transaction ends.
  *	5. The transaction is held across the requests, which request_timeout
- *	   bounds (and a cycle starts no request after CYCLE_BUDGET_MS), never
- *	   across a backoff wait: waiting is the worker's job, between cycles.
+ *	   bounds (and a cycle claims nothing and starts no request after
+ *	   CYCLE_BUDGET_MS), never across a backoff wait: waiting is the
+ *	   worker's job, between cycles.
  *
  * A row is marked sent only after a 2xx that covered it.  If anything dies
  * mid-cycle the transaction aborts and the rows are pending again: they
