@@ -425,7 +425,8 @@ compile_path(const char *s, int len, const char *dname, const Loc *loc,
 	MetPath    *p = MapkitPathParse(s, len, &msg, &pos);
 
 	if (p == NULL)
-		fail(cc, loc, "%s: %s (at character %d)", dname, msg, pos + 1);
+		fail(cc, loc, "%s: %s (at character %d)", dname, msg,
+			 pg_mbstrlen_with_len(s, pos) + 1);	/* pos counts bytes */
 	return p;
 }
 

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "mapkit_int.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 
 typedef struct EvalCtx
@@ -329,7 +330,8 @@ eval_dynamic(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	path = MapkitPathParse(s.val.string.val, s.val.string.len, &msg, &pos);
 	if (path == NULL)
 	{
-		ec->err = psprintf("@path: %s (at character %d)", msg, pos + 1);
+		ec->err = psprintf("@path: %s (at character %d)", msg,
+						   pg_mbstrlen_with_len(s.val.string.val, pos) + 1);
 		return false;
 	}
 	return root && PathGet(path, root, out);

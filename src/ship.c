@@ -456,7 +456,8 @@ get_client(void)
 	}
 	if (!HttpClientConfigure(client, metronome_ingest_url, metronome_api_token,
 							 "pg_metronome/" METRONOME_VERSION,
-							 (long) metronome_request_timeout))
+							 (long) metronome_request_timeout) ||
+		!HttpClientSetCAFile(client, metronome_ca_file))
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));

@@ -93,6 +93,10 @@ done
 [ -n "$ONLY" ] || ONLY=" $ALL_SUITES"
 
 mt_find_pg_config
+# the fuzz smoke run builds with clang and its libFuzzer/sanitizer runtimes
+case "$ONLY " in
+	*" fuzz "*) [ -f "$ROOT_DIR/test/fuzz/run.sh" ] && MT_EXTRA_PACKAGES="clang libclang-rt-dev" ;;
+esac
 mt_ensure_packages
 
 # Root: hand over to the unprivileged user, in a private copy of the tree.

@@ -58,7 +58,7 @@ mt_find_pg_config()
 mt_missing_packages()
 {
 	local want p missing=""
-	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl"
+	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
 	if command -v dpkg-query >/dev/null 2>&1; then
 		for p in $want; do
 			if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
@@ -76,6 +76,9 @@ mt_missing_packages()
 		command -v prove >/dev/null 2>&1 || missing="$missing perl(prove)"
 		command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 		command -v make >/dev/null 2>&1 || missing="$missing make"
+		for p in ${MT_EXTRA_PACKAGES:-}; do
+			[ "$p" = clang ] && ! command -v clang >/dev/null 2>&1 && missing="$missing clang"
+		done
 	fi
 	echo $missing
 }
