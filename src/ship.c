@@ -86,8 +86,11 @@ PG_FUNCTION_INFO_V1(metronome_ship_floor);
 /* A cycle claims enough rows for this many rounds of max_inflight batches. */
 #define CLAIM_ROUNDS 8
 
-/* A cycle starts no new request after this long. */
+/* A cycle claims nothing and starts no new request after this long. */
 #define CYCLE_BUDGET_MS 1000
+
+/* ... nor claims more chunks than this (bounds the memory it holds). */
+#define CYCLE_MAX_CHUNKS 8
 
 /* HttpWait's longest sleep: how fast SIGTERM and cancels are noticed. */
 #define WAIT_SLICE_MS 50
@@ -139,6 +142,7 @@ typedef struct Cycle
 	int			limit;			/* rows per claim */
 	int64		max_events;		/* 0, or the most rows to claim */
 	bool		more;			/* the last claim was full */
+	int			chunks;			/* claims made */
 	TimestampTz last_nat;		/* key of the last row claimed */
 	int64		last_id;
 	TimestampTz started;
@@ -646,6 +650,7 @@ claim_chunk(Cycle *c, ShipResult *result)
 	}
 	if (claimed > 0)
 		WorkerSetState(DELIVERY_SHIPPING);
+	c->chunks++;
 	result->claimed += claimed;
 	c->more = (claimed >= (uint64) c->limit);
 	return (int64) claimed;
@@ -655,7 +660,7 @@ claim_chunk(Cycle *c, ShipResult *result)
 static bool
 may_claim(Cycle *c, ShipResult *result)
 {
-	if (!c->more)
+	if (!c->more || c->chunks >= CYCLE_MAX_CHUNKS)
 		return false;
 	/* with max_events, claim no more than it allows (the next cycle may) */
 	if (c->max_events > 0 && result->claimed + c->limit > c->max_events)
