@@ -32,6 +32,10 @@ extern void DeliveryInit(void);
  */
 extern void DeliveryWakeAtCommit(void);
 
+/* From _PG_init when preloaded: statements writing the outbox wake the
+ * worker at commit (wake.c). */
+extern void DeliveryInstallWakeHook(void);
+
 /* What the delivery worker is doing (metronome_status().state). */
 typedef enum DeliveryState
 {
