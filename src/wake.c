@@ -19,9 +19,14 @@
 #include "access/xact.h"
 #include "delivery.h"
 #include "executor/executor.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/rel.h"
 
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+#if PG_VERSION_NUM >= 140000
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+#endif
 static bool wake_pending = false;
 static bool callback_registered = false;
 
@@ -121,8 +126,36 @@ wake_ExecutorEnd(QueryDesc *queryDesc)
 		standard_ExecutorEnd(queryDesc);
 }
 
+#if PG_VERSION_NUM >= 140000
 /*
- * Install the ExecutorEnd hook (from _PG_init, when preloaded: every
+ * ProcessUtility hook: COPY ... FROM into a relation named
+ * metronome_outbox does not go through ExecutorEnd; it wakes the worker
+ * at commit too.
+ */
+static void
+wake_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	if (stmt != NULL && IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from &&
+		((CopyStmt *) stmt)->relation != NULL &&
+		strcmp(((CopyStmt *) stmt)->relation->relname, "metronome_outbox") == 0)
+		DeliveryWakeAtCommit();
+}
+#endif
+
+/*
+ * Install the hooks (from _PG_init, when preloaded: every
  * backend then has it, and without preloading there is no worker to wake).
  */
 void
@@ -130,4 +163,8 @@ DeliveryInstallWakeHook(void)
 {
 	prev_ExecutorEnd = ExecutorEnd_hook;
 	ExecutorEnd_hook = wake_ExecutorEnd;
+#if PG_VERSION_NUM >= 140000
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = wake_ProcessUtility;
+#endif
 }
