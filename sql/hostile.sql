@@ -208,6 +208,14 @@ SELECT length(metronome_evaluate('{"@template": "{{p.blob}}-{{p.blob}}-{{{p.blob
        length(metronome_evaluate('{"@json": {"mode": "encode", "value": {"@path": "$.p"}}}', e)::text) AS encode_length
   FROM big;
 
+-- Template placeholders are found in linear time, in text that is a long
+-- run of "{" too (a value rendered by {{{...}}} is scanned again for
+-- {{...}}).
+SELECT length(metronome_evaluate('{"@template": "{{{t}}}"}',
+                                 jsonb_build_object('t', repeat('{', 1024 * 1024)))::text) AS braces_1mb,
+       length(metronome_evaluate('{"@template": {"@path": "$.t"}}',
+                                 jsonb_build_object('t', repeat('{', 1024 * 1024)))::text) AS braces_dyn_1mb;
+
 -- A transaction_id of 1M characters (2 MB), or a number of 201 digits:
 -- refused, with the field named and its length in characters.
 SELECT mapping, transaction_id, error

@@ -56,6 +56,7 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include "catalog/pg_type.h"
@@ -775,5 +776,15 @@ metronome_fuzz(PG_FUNCTION_ARGS)
 	argv[argc] = NULL;
 
 	setup_once();
+
+	/*
+	 * libFuzzer leaves alone a signal that already has a handler, and the
+	 * backend has its own for SIGALRM (timeouts), SIGINT and SIGTERM: give
+	 * them back to libFuzzer, whose -timeout (hangs) needs SIGALRM.  No
+	 * backend timeout is armed while it runs.
+	 */
+	pqsignal(SIGALRM, SIG_DFL);
+	pqsignal(SIGINT, SIG_DFL);
+	pqsignal(SIGTERM, SIG_DFL);
 	PG_RETURN_INT32(LLVMFuzzerRunDriver(&argc, &argv, one_input));
 }
