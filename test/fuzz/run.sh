@@ -156,13 +156,14 @@ fi
 ######################################################################
 # Build
 ######################################################################
-# compile SRC OBJ FLAGS...: compile when SRC (or a header) is newer
+# compile SRC OBJ FLAGS...: compile unless OBJ is newer than every source
+# (a harness includes http.c) and was built with the same flags
 compile()
 {
 	local src=$1 obj=$2
 	shift 2
 	if [ -f "$obj" ] && [ "$obj" -nt "$src" ] &&
-	   [ -z "$(find "$ROOT_DIR/src" "$FUZZ_DIR" -name '*.h' -newer "$obj" 2>/dev/null)" ] &&
+	   [ -z "$(find "$ROOT_DIR/src" "$FUZZ_DIR" -maxdepth 1 \( -name '*.[ch]' \) -newer "$obj" 2>/dev/null)" ] &&
 	   [ "$(cat "$obj.flags" 2>/dev/null)" = "$*" ]; then
 		return 0
 	fi
