@@ -48,6 +48,9 @@
 
 set -uo pipefail
 
+# The whole script is one block, read before it runs: editing the file
+# during a long run cannot change what the run does.
+{
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT_DIR=$(cd "$FUZZ_DIR/../.." && pwd)
 # shellcheck source=../lib/common.sh
@@ -401,3 +404,4 @@ if [ ${#FAILED[@]} -gt 0 ]; then
 fi
 mt_log "fuzz: ${TARGETS[*]}: nothing found ($(( $(date +%s) - T0 )) s)"
 exit 0
+}
