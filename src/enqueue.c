@@ -363,16 +363,21 @@ event_of_row(HeapTuple tuple, TupleDesc desc, int attnum, RowToJsonb *whole)
 }
 
 /*
- * Is this session restoring a dump?  pg_dump's scripts (plain or through
- * pg_restore) set check_function_bodies = off and row_security = off before
- * loading data; the extension's tables are dumped with their contents, so
- * events restored into segment_events were mapped already, and mapping them
- * again would re-send events whose outbox rows the retention had deleted.
+ * Is this session restoring a dump?  pg_dump's scripts (plain, or played by
+ * pg_restore, whose parallel workers do the same) set check_function_bodies
+ * = off, client_min_messages = warning and row_security = off before
+ * loading data (row_security = on with --enable-row-security).  The
+ * extension's tables are dumped with their contents, so events restored
+ * into segment_events were mapped already, and mapping them again would
+ * re-send events whose outbox rows the retention had deleted, and collide
+ * with the restored rows' ids.  check_function_bodies = off alone is not
+ * taken for a restore: an ordinary session that turns it off still maps.
  */
 static bool
 restoring_dump(void)
 {
-	return !check_function_bodies && !row_security;
+	return !check_function_bodies &&
+		(!row_security || client_min_messages == WARNING);
 }
 
 /*

@@ -16,7 +16,13 @@
  * error may quote it; an emit_log_hook therefore replaces every occurrence of
  * the current token in a log message by "********", masks whatever follows
  * the setting's name in a message that names it, and keeps the STATEMENT
- * line of such messages out of the log.
+ * line of such messages out of the log.  pg_stat_activity would still show
+ * the text of a statement setting the token to members of pg_read_all_stats
+ * (while it runs, and after, as the session's last query): a
+ * post_parse_analyze_hook reports that text masked the same way.
+ *
+ * metronome.ingest_url and metronome.ca_file (the authorities trusted for
+ * https) decide where the token is sent: they are superuser-only too.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,12 +36,15 @@
 #include "access/xact.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "parser/analyze.h"
+#include "pgstat.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
 
 char	   *metronome_api_token = "";	/* the real token (assign hook) */
 char	   *metronome_ingest_url = NULL;
+char	   *metronome_ca_file = NULL;
 char	   *metronome_database = NULL;
 int			metronome_batch_size = 100;
 int			metronome_max_inflight = 4;
@@ -54,6 +63,7 @@ static const struct config_enum_entry on_mapping_error_options[] = {
 };
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static post_parse_analyze_hook_type prev_post_parse_analyze_hook = NULL;
 
 /* what the GUC machinery holds for metronome.api_token: "" or the mask */
 static char *api_token_setting = NULL;
@@ -344,7 +354,39 @@ metronome_emit_log_hook(ErrorData *edata)
 }
 
 /*
- * Install the log redaction hook (once per process).
+ * post_parse_analyze_hook: when the statement being run sets the token,
+ * show its text masked in pg_stat_activity (PostgreSQL reported it as it
+ * came, just before parsing it).
+ */
+static void
+#if PG_VERSION_NUM >= 140000
+metronome_post_parse_analyze(ParseState *pstate, Query *query,
+							 JumbleState *jstate)
+#else
+metronome_post_parse_analyze(ParseState *pstate, Query *query)
+#endif
+{
+#if PG_VERSION_NUM >= 140000
+	if (prev_post_parse_analyze_hook)
+		prev_post_parse_analyze_hook(pstate, query, jstate);
+#else
+	if (prev_post_parse_analyze_hook)
+		prev_post_parse_analyze_hook(pstate, query);
+#endif
+	if (pgstat_track_activities && debug_query_string != NULL &&
+		assigns_token(debug_query_string))
+	{
+		char	   *masked = (char *) debug_query_string;
+
+		redact_after_name(&masked);
+		pgstat_report_activity(STATE_RUNNING, masked);
+		if (masked != debug_query_string)
+			pfree(masked);
+	}
+}
+
+/*
+ * Install the redaction hooks (once per process).
  */
 void
 MetronomeInstallRedaction(void)
@@ -355,6 +397,8 @@ MetronomeInstallRedaction(void)
 		return;
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = metronome_emit_log_hook;
+	prev_post_parse_analyze_hook = post_parse_analyze_hook;
+	post_parse_analyze_hook = metronome_post_parse_analyze;
 	installed = true;
 }
 
@@ -381,6 +425,15 @@ MetronomeDefineSettings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   check_ingest_url, NULL, NULL);
+
+	DefineCustomStringVariable("metronome.ca_file",
+							   "PEM file of the certificate authorities trusted for an https ingest_url.",
+							   "Empty: the system's default authorities.",
+							   &metronome_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	/*
 	 * A PGC_POSTMASTER setting can only be defined while the library is

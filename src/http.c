@@ -9,6 +9,7 @@
  * only global is libcurl's own initialisation.  ship.c drives it:
  *
  *	HttpClientConfigure (url, token, user agent, timeout)
+ *	HttpClientSetCAFile (the authorities trusted for https; NULL: default)
  *	HttpStart (one request per batch, up to max_inflight at once)
  *	HttpWait (run transfers; wait at most timeout_ms for progress)
  *	HttpNextDone (each finished request, classified)
@@ -19,7 +20,9 @@
  * answers for new connections.  TLS peers and host names are verified,
  * only http and https are spoken, redirects are not followed, and the
  * Authorization header is never logged (the client never turns on
- * CURLOPT_VERBOSE) nor quoted in an error text (HttpScrub).
+ * CURLOPT_VERBOSE) nor quoted in an error text (HttpScrub): an answer's body
+ * is scrubbed before its message is taken from it, and a piece of the token
+ * left at the end of a message cut to fit is masked too (scrub_cut).
  *
  *-------------------------------------------------------------------------
  */
@@ -49,6 +52,7 @@ struct HttpClient
 	char	   *url;
 	char	   *token;			/* kept only to scrub it from error texts */
 	char	   *user_agent;
+	char	   *ca_file;		/* CURLOPT_CAINFO; NULL: libcurl's default */
 	long		timeout_ms;
 	struct curl_slist *headers;
 
@@ -577,6 +581,58 @@ HttpScrub(char *text, const char *secret)
 	}
 }
 
+/*
+ * HttpScrub over len bytes that may hold NULs (an answer's body).
+ */
+static void
+scrub_bytes(char *data, size_t len, const char *secret)
+{
+	size_t		slen;
+	size_t		i;
+
+	if (data == NULL || secret == NULL)
+		return;
+	slen = strlen(secret);
+	if (slen < 4 || len < slen)
+		return;
+	for (i = 0; i + slen <= len; i++)
+	{
+		if (data[i] == secret[0] && memcmp(data + i, secret, slen) == 0)
+		{
+			memset(data + i, '*', slen);
+			i += slen - 1;
+		}
+	}
+}
+
+/*
+ * text was cut to fit a buffer of size bytes: when it fills the buffer and
+ * ends with the start of secret (the token straddled the cut), mask that
+ * piece, which HttpScrub cannot recognise.
+ */
+static void
+scrub_cut(char *text, size_t size, const char *secret)
+{
+	size_t		len;
+	size_t		slen;
+	size_t		k;
+
+	if (text == NULL || secret == NULL || size == 0)
+		return;
+	len = strlen(text);
+	slen = strlen(secret);
+	if (slen < 4 || len + 1 < size)
+		return;
+	for (k = slen - 1 < len ? slen - 1 : len; k > 0; k--)
+	{
+		if (memcmp(text + len - k, secret, k) == 0)
+		{
+			memset(text + len - k, '*', k);
+			return;
+		}
+	}
+}
+
 /* ----------------------------------------------------------------------
  * The client
  * ---------------------------------------------------------------------- */
@@ -663,6 +719,7 @@ HttpClientDestroy(HttpClient *client)
 	free(client->url);
 	free_secret(client->token);
 	free(client->user_agent);
+	free(client->ca_file);
 	free_headers(client->headers);
 	free(client);
 }
@@ -736,6 +793,38 @@ oom:
 	free(client->user_agent);
 	client->url = client->token = client->user_agent = NULL;
 	return false;
+}
+
+/*
+ * The PEM file of the certificate authorities trusted for https (NULL or
+ * "": libcurl's default, the system's).  Cheap when unchanged.  Must not be
+ * called while requests are in flight.  False when out of memory.
+ */
+bool
+HttpClientSetCAFile(HttpClient *client, const char *path)
+{
+	char	   *copy = NULL;
+	int			i;
+
+	if (path != NULL && path[0] == '\0')
+		path = NULL;
+	if (same(client->ca_file, path))
+		return true;
+	if (path != NULL && (copy = strdup(path)) == NULL)
+		return false;
+	free(client->ca_file);
+	client->ca_file = copy;
+
+	/*
+	 * Pooled handles keep the CAINFO they were given, and setting it back
+	 * to NULL would not restore the default: start from fresh handles.
+	 * libcurl does not reuse a connection or TLS session made under
+	 * another CA configuration.
+	 */
+	for (i = 0; i < client->npool; i++)
+		curl_easy_cleanup(client->pool[i]);
+	client->npool = 0;
+	return true;
 }
 
 /*
@@ -847,6 +936,8 @@ HttpStart(HttpClient *client, HttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (client->ca_file != NULL)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, client->ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_VERBOSE, 0L);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, client->headers);
@@ -935,8 +1026,12 @@ finish(HttpClient *client, HttpRequest *req, CURLcode result)
 		req->status = status;
 		req->klass = HttpClassifyStatus(status);
 		if (req->klass != HTTP_CLASS_OK)
+		{
+			/* a token echoed in the body must not survive the cut to 200 */
+			scrub_bytes(req->response, req->response_len, client->token);
 			HttpErrorMessage(status, req->response, req->response_len,
 							 req->error, sizeof(req->error));
+		}
 
 		/* retry-after-ms is the more precise one when both are there */
 		if (curl_easy_header(easy, "retry-after-ms", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
@@ -946,6 +1041,7 @@ finish(HttpClient *client, HttpRequest *req, CURLcode result)
 			req->retry_after_ms = HttpParseRetryAfter(h->value, time(NULL));
 	}
 	HttpScrub(req->error, client->token);
+	scrub_cut(req->error, sizeof(req->error), client->token);
 
 	detach(client, req, true);
 	req->done = true;

@@ -91,6 +91,7 @@ extern void HttpClientDestroy(HttpClient *client);
 extern bool HttpClientConfigure(HttpClient *client, const char *url,
 								const char *token, const char *user_agent,
 								long timeout_ms);
+extern bool HttpClientSetCAFile(HttpClient *client, const char *path);
 extern HttpRequest *HttpRequestNew(void);
 extern void HttpRequestFree(HttpRequest *req);
 extern bool HttpStart(HttpClient *client, HttpRequest *req);

@@ -181,12 +181,18 @@ load_mappings(void)
 									 fields);
 	}
 
+	/*
+	 * Rows go in in transaction_id order: two sessions inserting the same
+	 * new events in different orders would otherwise each wait for the
+	 * other's uncommitted row (ON CONFLICT must wait) and deadlock.
+	 */
 	set->insert_outbox = keep_plan(psprintf(
 											"INSERT INTO %s.metronome_outbox "
 											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 											"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-											"pg_catalog.unnest($6)) "
+											"pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+											"ORDER BY r.t COLLATE \"C\" "
 											"ON CONFLICT (transaction_id) DO NOTHING",
 											schema), 6, outbox_types);
 	set->insert_rejected = keep_plan(psprintf(

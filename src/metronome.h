@@ -40,6 +40,7 @@ typedef enum MetronomeOnMappingError
 /* settings, defined in guc.c */
 extern char *metronome_api_token;
 extern char *metronome_ingest_url;
+extern char *metronome_ca_file;		/* "" = the system's authorities */
 extern char *metronome_database;
 extern int	metronome_batch_size;		/* events per request, 1..100 */
 extern int	metronome_max_inflight;		/* concurrent requests */

@@ -70,7 +70,7 @@ PG_FUNCTION_INFO_V1(metronome_check_connection);
 PG_FUNCTION_INFO_V1(metronome_ship_floor);
 
 /* A cycle claims enough rows for this many rounds of max_inflight batches. */
-#define CLAIM_ROUNDS 4
+#define CLAIM_ROUNDS 8
 
 /* A cycle starts no new request after this long. */
 #define CYCLE_BUDGET_MS 1000
@@ -330,17 +330,15 @@ flush_sent(SentBuffer *buf)
 /*
  * Rows of a batch were accepted: buffer them for flush_sent.  Marking them
  * a few batches at a time costs less than a statement per batch, and
- * happens while the next requests are in flight.
+ * send_rows does it while the next requests are in flight.
  */
 static void
-mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf, ShipResult *result)
+mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf)
 {
 	int			i;
 
 	for (i = 0; i < b->n; i++)
 		buf->ctids[buf->n++] = PointerGetDatum(&rows[b->first + i].ctid);
-	if (buf->n >= SENT_FLUSH_ROWS)
-		result->accepted += flush_sent(buf);
 }
 
 /* rows of a batch -> failed with this error */
@@ -415,7 +413,8 @@ get_client(void)
 	}
 	if (!HttpClientConfigure(client, metronome_ingest_url, metronome_api_token,
 							 "pg_metronome/" METRONOME_VERSION,
-							 (long) metronome_request_timeout))
+							 (long) metronome_request_timeout) ||
+		!HttpClientSetCAFile(client, metronome_ca_file))
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
@@ -558,7 +557,7 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
-			mark_sent(rows, b, sent, result);
+			mark_sent(rows, b, sent);
 			StatusGateReset();
 			return true;
 
@@ -639,7 +638,9 @@ dry_run_batches(ShipRow *rows, int nrows, ShipResult *result)
 
 		b.first = i;
 		b.n = Min(metronome_batch_size, nrows - i);
-		mark_sent(rows, &b, &sent, result);
+		mark_sent(rows, &b, &sent);
+		if (sent.n >= SENT_FLUSH_ROWS)
+			result->accepted += flush_sent(&sent);
 	}
 	result->accepted += flush_sent(&sent);
 }
@@ -679,6 +680,7 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 		{
 			HttpRequest *req;
 
+			/* keep max_inflight requests going */
 			while (go && nstack > 0 && HttpInFlight(http) < metronome_max_inflight)
 			{
 				ShipBatch  *b = stack[--nstack];
@@ -689,6 +691,16 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 					go = handle_done(req, rows, stack, &nstack, sent, result);
 				}
 			}
+
+			/*
+			 * Mark what Metronome accepted while those requests are in
+			 * flight: a few batches at a time, or all of it when nothing is
+			 * left to start.
+			 */
+			if (sent->n >= SENT_FLUSH_ROWS ||
+				(sent->n > 0 && (!go || nstack == 0)))
+				result->accepted += flush_sent(sent);
+
 			if (HttpInFlight(http) > 0)
 				HttpWait(http, WAIT_SLICE_MS);
 			CHECK_FOR_INTERRUPTS();

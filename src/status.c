@@ -331,10 +331,12 @@ StatusConfigHash(void)
 {
 	const char *url = metronome_ingest_url ? metronome_ingest_url : "";
 	const char *token = metronome_api_token ? metronome_api_token : "";
+	const char *ca_file = metronome_ca_file ? metronome_ca_file : "";
 	uint64		h;
 
 	h = hash_bytes_extended((const unsigned char *) url, strlen(url), 0);
 	h = hash_bytes_extended((const unsigned char *) token, strlen(token), h);
+	h = hash_bytes_extended((const unsigned char *) ca_file, strlen(ca_file), h);
 	return h;
 }
 
