@@ -91,6 +91,7 @@ typedef struct ShipResult
 	bool		gated;			/* no request allowed now (see gate_until) */
 	bool		no_extension;	/* the extension is not installed */
 	bool		locked;			/* the outbox is locked (DDL): try again soon */
+	bool		budget_cut;		/* stopped starting requests: out of time */
 	TimestampTz gate_until;
 } ShipResult;
 

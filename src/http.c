@@ -160,6 +160,17 @@ floor_div(int64_t a, int64_t b)
 	return q;
 }
 
+/* write value as exactly n decimal digits (zero-padded) */
+static void
+put_digits(char *out, int value, int n)
+{
+	while (n-- > 0)
+	{
+		out[n] = (char) ('0' + value % 10);
+		value /= 10;
+	}
+}
+
 /*
  * Format microseconds since the Unix epoch as RFC 3339 UTC with
  * milliseconds, "2021-07-10T05:37:11.000Z" (sub-millisecond digits are
@@ -199,10 +210,22 @@ HttpFormatTimestamp(int64_t timestamp_us, char *buf, size_t len)
 
 	if (y < 0 || y > 9999 || len < HTTP_TIMESTAMP_LEN)
 		return false;
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-			 (int) y, (int) m, (int) d,
-			 (int) (sod / 3600), (int) (sod / 60 % 60), (int) (sod % 60),
-			 msec);
+	/* by hand: this runs for every event, snprintf costs more than the rest */
+	put_digits(buf, (int) y, 4);
+	buf[4] = '-';
+	put_digits(buf + 5, (int) m, 2);
+	buf[7] = '-';
+	put_digits(buf + 8, (int) d, 2);
+	buf[10] = 'T';
+	put_digits(buf + 11, (int) (sod / 3600), 2);
+	buf[13] = ':';
+	put_digits(buf + 14, (int) (sod / 60 % 60), 2);
+	buf[16] = ':';
+	put_digits(buf + 17, (int) (sod % 60), 2);
+	buf[19] = '.';
+	put_digits(buf + 20, msec, 3);
+	buf[23] = 'Z';
+	buf[24] = '\0';
 	return true;
 }
 
