@@ -424,23 +424,90 @@ HttpParseRetryAfterMs(const char *value)
 	return (int64_t) ceil(ms);
 }
 
-/* copy src (len bytes) into buf as one printable line */
+/*
+ * Length of the UTF-8 character at s (avail bytes there): 2 to 4 for a
+ * valid one, 0 for bytes that are not UTF-8 (overlong forms, surrogates
+ * and code points past U+10FFFF included), -1 for the start of a valid
+ * character that avail cuts short.
+ */
+static int
+utf8_char_len(const unsigned char *s, size_t avail)
+{
+	unsigned int c = s[0];
+	unsigned int cp;
+	int			n,
+				k;
+
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2, cp = c & 0x1F;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3, cp = c & 0x0F;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	for (k = 1; k < n; k++)
+	{
+		if ((size_t) k >= avail)
+			return -1;
+		if ((s[k] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[k] & 0x3F);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+		cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+/*
+ * Copy src (len bytes) into buf as one printable line of valid UTF-8:
+ * control characters (C1 too) become spaces, bytes that are not UTF-8
+ * (a proxy's Latin-1 error page) become '?', and a character cut short by
+ * len or by the buffer is left out.  The text is stored in the outbox,
+ * where invalid text would make a dump that does not restore.
+ */
 static void
 copy_printable(char *buf, size_t buflen, const char *src, size_t len)
 {
-	size_t		i;
+	const unsigned char *s = (const unsigned char *) src;
+	size_t		i = 0;
+	size_t		o = 0;
 
 	if (buflen == 0)
 		return;
-	if (len > buflen - 1)
-		len = buflen - 1;
-	for (i = 0; i < len; i++)
+	while (i < len && o < buflen - 1)
 	{
-		unsigned char c = (unsigned char) src[i];
+		unsigned char c = s[i];
+		int			n;
 
-		buf[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char) c;
+		if (c < 0x80)
+		{
+			buf[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char) c;
+			i++;
+			continue;
+		}
+		n = utf8_char_len(s + i, len - i);
+		if (n < 0)
+			break;
+		if (n == 0)
+		{
+			buf[o++] = '?';
+			i++;
+			continue;
+		}
+		if (o + n > buflen - 1)
+			break;
+		if (c == 0xC2 && s[i + 1] < 0xA0)
+			buf[o++] = ' ';		/* U+0080..U+009F */
+		else
+		{
+			memcpy(buf + o, s + i, n);
+			o += n;
+		}
+		i += n;
 	}
-	buf[len] = '\0';
+	buf[o] = '\0';
 }
 
 /*
