@@ -248,16 +248,6 @@ SELECT metronome_attach('segment_events', 'event');
 -- Delivery
 ------------------------------------------------------------------------------
 
--- Wakes the delivery worker when the inserting transaction commits.
-CREATE FUNCTION metronome_wake()
-RETURNS trigger
-AS 'MODULE_PATHNAME', 'metronome_wake'
-LANGUAGE C;
-
-CREATE TRIGGER metronome_wake
-    AFTER INSERT OR UPDATE ON metronome_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION metronome_wake();
-
 CREATE FUNCTION metronome_ship(max_events integer DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'metronome_ship'
@@ -315,7 +305,6 @@ REVOKE ALL ON FUNCTION metronome_attach(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_detach(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_mappings_validate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_mappings_changed() FROM PUBLIC;
-REVOKE ALL ON FUNCTION metronome_wake() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_ship(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_check_connection() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_retry(bigint[]) FROM PUBLIC;

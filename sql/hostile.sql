@@ -208,6 +208,14 @@ SELECT length(metronome_evaluate('{"@template": "{{p.blob}}-{{p.blob}}-{{{p.blob
        length(metronome_evaluate('{"@json": {"mode": "encode", "value": {"@path": "$.p"}}}', e)::text) AS encode_length
   FROM big;
 
+-- Template placeholders are found in linear time, in text that is a long
+-- run of "{" too (a value rendered by {{{...}}} is scanned again for
+-- {{...}}).
+SELECT length(metronome_evaluate('{"@template": "{{{t}}}"}',
+                                 jsonb_build_object('t', repeat('{', 1024 * 1024)))::text) AS braces_1mb,
+       length(metronome_evaluate('{"@template": {"@path": "$.t"}}',
+                                 jsonb_build_object('t', repeat('{', 1024 * 1024)))::text) AS braces_dyn_1mb;
+
 -- A transaction_id of 1M characters (2 MB), or a number of 201 digits:
 -- refused, with the field named and its length in characters.
 SELECT mapping, transaction_id, error
@@ -251,6 +259,20 @@ SELECT '{"a": "\ud800"}'::jsonb;
 SELECT metronome_matches('a = "\ud800"', '{}');
 SELECT metronome_matches('a = "\udc00"', '{}');
 SELECT metronome_matches('a = "\ud83d\ude00" and b = "\u00e9"', '{"a": "😀", "b": "é"}') AS surrogate_pair;
+-- A message quotes the start of a bad value, cut between two characters
+-- (convert_to() checks the encoding): messages are stored in
+-- metronome_rejected, where invalid text would make a dump that does not
+-- restore.
+INSERT INTO metronome_mappings (name, subscription, transaction_id, customer_id,
+                                "timestamp", event_type)
+VALUES ('hostile_ts', 'type = "hostile_ts"', '"t"', '"c"', '{"@path": "$.ts"}', '"e"');
+SELECT mapping, error, length(convert_to(error, 'UTF8')) AS bytes
+  FROM metronome_map(jsonb_build_object('type', 'hostile_ts', 'ts', 'x' || repeat('é', 40)));
+INSERT INTO segment_events (event)
+VALUES (jsonb_build_object('type', 'hostile_ts', 'ts', 'x' || repeat('é', 40)));
+SELECT mapping, length(convert_to(error, 'UTF8')) AS bytes
+  FROM metronome_rejected WHERE id > :rejected_before AND mapping = 'hostile_ts';
+
 -- Positions in messages count characters, not bytes.
 SELECT metronome_evaluate('{"@path": "$.éé..a"}', '{}');
 SELECT metronome_evaluate('{"@path": {"@template": "$.éé..a"}}', '{}');
@@ -262,6 +284,6 @@ SELECT metronome_matches('a.éé = "x" nope', '{}');
 DELETE FROM metronome_outbox WHERE id > :outbox_before;
 DELETE FROM metronome_rejected WHERE id > :rejected_before;
 DELETE FROM segment_events WHERE id > :events_before;
-DELETE FROM metronome_mappings WHERE name = 'hostile';
+DELETE FROM metronome_mappings WHERE name IN ('hostile', 'hostile_ts');
 RESET metronome.on_mapping_error;
 RESET max_stack_depth;

@@ -32,6 +32,10 @@ extern void DeliveryInit(void);
  */
 extern void DeliveryWakeAtCommit(void);
 
+/* From _PG_init when preloaded: statements writing the outbox wake the
+ * worker at commit (wake.c). */
+extern void DeliveryInstallWakeHook(void);
+
 /* What the delivery worker is doing (metronome_status().state). */
 typedef enum DeliveryState
 {
@@ -91,6 +95,7 @@ typedef struct ShipResult
 	bool		gated;			/* no request allowed now (see gate_until) */
 	bool		no_extension;	/* the extension is not installed */
 	bool		locked;			/* the outbox is locked (DDL): try again soon */
+	bool		budget_cut;		/* stopped starting requests: out of time */
 	TimestampTz gate_until;
 } ShipResult;
 

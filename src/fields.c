@@ -269,7 +269,8 @@ FieldCoerceTimestamp(const JsonbValue *v, TimestampTz now, TimestampTz *out)
 	{
 		if (!ParseIsoTimestamp(v->val.string.val, v->val.string.len, &ts))
 			return psprintf("timestamp \"%.*s\" is not a valid date",
-							Min(v->val.string.len, 64), v->val.string.val);
+							pg_mbcliplen(v->val.string.val, v->val.string.len, 64),
+							v->val.string.val);
 	}
 	else if (v->type == jbvNumeric)
 	{

@@ -160,6 +160,17 @@ floor_div(int64_t a, int64_t b)
 	return q;
 }
 
+/* write value as exactly n decimal digits (zero-padded) */
+static void
+put_digits(char *out, int value, int n)
+{
+	while (n-- > 0)
+	{
+		out[n] = (char) ('0' + value % 10);
+		value /= 10;
+	}
+}
+
 /*
  * Format microseconds since the Unix epoch as RFC 3339 UTC with
  * milliseconds, "2021-07-10T05:37:11.000Z" (sub-millisecond digits are
@@ -199,10 +210,22 @@ HttpFormatTimestamp(int64_t timestamp_us, char *buf, size_t len)
 
 	if (y < 0 || y > 9999 || len < HTTP_TIMESTAMP_LEN)
 		return false;
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-			 (int) y, (int) m, (int) d,
-			 (int) (sod / 3600), (int) (sod / 60 % 60), (int) (sod % 60),
-			 msec);
+	/* by hand: this runs for every event, snprintf costs more than the rest */
+	put_digits(buf, (int) y, 4);
+	buf[4] = '-';
+	put_digits(buf + 5, (int) m, 2);
+	buf[7] = '-';
+	put_digits(buf + 8, (int) d, 2);
+	buf[10] = 'T';
+	put_digits(buf + 11, (int) (sod / 3600), 2);
+	buf[13] = ':';
+	put_digits(buf + 14, (int) (sod / 60 % 60), 2);
+	buf[16] = ':';
+	put_digits(buf + 17, (int) (sod % 60), 2);
+	buf[19] = '.';
+	put_digits(buf + 20, msec, 3);
+	buf[23] = 'Z';
+	buf[24] = '\0';
 	return true;
 }
 
@@ -401,23 +424,90 @@ HttpParseRetryAfterMs(const char *value)
 	return (int64_t) ceil(ms);
 }
 
-/* copy src (len bytes) into buf as one printable line */
+/*
+ * Length of the UTF-8 character at s (avail bytes there): 2 to 4 for a
+ * valid one, 0 for bytes that are not UTF-8 (overlong forms, surrogates
+ * and code points past U+10FFFF included), -1 for the start of a valid
+ * character that avail cuts short.
+ */
+static int
+utf8_char_len(const unsigned char *s, size_t avail)
+{
+	unsigned int c = s[0];
+	unsigned int cp;
+	int			n,
+				k;
+
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2, cp = c & 0x1F;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3, cp = c & 0x0F;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	for (k = 1; k < n; k++)
+	{
+		if ((size_t) k >= avail)
+			return -1;
+		if ((s[k] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[k] & 0x3F);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+		cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+/*
+ * Copy src (len bytes) into buf as one printable line of valid UTF-8:
+ * control characters (C1 too) become spaces, bytes that are not UTF-8
+ * (a proxy's Latin-1 error page) become '?', and a character cut short by
+ * len or by the buffer is left out.  The text is stored in the outbox,
+ * where invalid text would make a dump that does not restore.
+ */
 static void
 copy_printable(char *buf, size_t buflen, const char *src, size_t len)
 {
-	size_t		i;
+	const unsigned char *s = (const unsigned char *) src;
+	size_t		i = 0;
+	size_t		o = 0;
 
 	if (buflen == 0)
 		return;
-	if (len > buflen - 1)
-		len = buflen - 1;
-	for (i = 0; i < len; i++)
+	while (i < len && o < buflen - 1)
 	{
-		unsigned char c = (unsigned char) src[i];
+		unsigned char c = s[i];
+		int			n;
 
-		buf[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char) c;
+		if (c < 0x80)
+		{
+			buf[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char) c;
+			i++;
+			continue;
+		}
+		n = utf8_char_len(s + i, len - i);
+		if (n < 0)
+			break;
+		if (n == 0)
+		{
+			buf[o++] = '?';
+			i++;
+			continue;
+		}
+		if (o + n > buflen - 1)
+			break;
+		if (c == 0xC2 && s[i + 1] < 0xA0)
+			buf[o++] = ' ';		/* U+0080..U+009F */
+		else
+		{
+			memcpy(buf + o, s + i, n);
+			o += n;
+		}
+		i += n;
 	}
-	buf[len] = '\0';
+	buf[o] = '\0';
 }
 
 /*

@@ -911,6 +911,7 @@ JsNextPlaceholder(const char *s, int len, int from, int braces,
 				  int *mstart, int *mend, int *cstart, int *clen)
 {
 	int			i = from;
+	int			close = -1;		/* first '}' after an earlier opening */
 
 	while (i < len)
 	{
@@ -921,9 +922,22 @@ JsNextPlaceholder(const char *s, int len, int from, int braces,
 			;
 		if (k == braces)
 		{
+			/*
+			 * The first '}' after the opening braces: the one found for an
+			 * earlier opening while it is still ahead, so that a long run
+			 * of '{' is scanned once, not once per position (quadratic).
+			 */
 			j = i + braces;
-			while (j < len && s[j] != '}')
-				j += Min(pg_mblen(s + j), len - j);
+			if (close >= j)
+				j = close;
+			else
+			{
+				while (j < len && s[j] != '}')
+					j += Min(pg_mblen(s + j), len - j);
+				close = j;
+			}
+			if (j >= len)
+				return false;	/* no '}' left: no placeholder either */
 			if (j > i + braces)
 			{
 				for (k = 0; k < braces && j + k < len && s[j + k] == '}'; k++)

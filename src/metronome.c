@@ -42,7 +42,10 @@ _PG_init(void)
 	MetronomeInstallRedaction();
 
 	if (process_shared_preload_libraries_in_progress)
+	{
 		DeliveryInit();
+		DeliveryInstallWakeHook();
+	}
 }
 
 /*

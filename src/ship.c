@@ -12,10 +12,13 @@
  *	2. The outbox is locked with ConditionalLockRelationOid, so a DROP or
  *	   ALTER EXTENSION in progress makes the cycle step aside instead of
  *	   queueing behind (or deadlocking with) it.
- *	3. Claim: up to batch_size * max_inflight * CLAIM_ROUNDS due rows,
+ *	3. Claim, a chunk at a time: up to batch_size * max_inflight *
+ *	   CLAIM_ROUNDS due rows (fewer while Metronome is too slow to take them
+ *	   within CYCLE_BUDGET_MS),
  *
  *		SELECT ... FROM metronome_outbox
  *		 WHERE status = 'pending' AND next_attempt_at <= $1
+ *		   AND (next_attempt_at, id) > ($2, $3)
  *		 ORDER BY next_attempt_at, id LIMIT n
  *		   FOR UPDATE SKIP LOCKED
  *
@@ -23,10 +26,14 @@
  *	   (next_attempt_at, id) WHERE status = 'pending': the cost does not
  *	   depend on how many sent or failed rows the table holds, and
  *	   concurrent claimers (the worker and sessions) never get the same row.
+ *	   ($2, $3) is the key of the last row this cycle claimed: when the
+ *	   batches run short, the next chunk is claimed while the last requests
+ *	   are still in flight, so the pipeline never drains between chunks.
  *	4. Send: batches of batch_size, at most max_inflight requests at once
- *	   (http.c).  As each answer arrives its rows are marked at once, while
- *	   the other requests are still in flight:
- *		2xx			   rows -> sent
+ *	   (http.c).  Each answer is classified as it arrives, and the rows are
+ *	   marked while the other requests are still in flight:
+ *		2xx			   rows -> sent (by ctid, a few batches per UPDATE,
+ *					   after the pipeline has been refilled)
  *		400/413/422	   split the batch in halves and send each; a single
  *					   event still refused -> failed, last_error = message
  *		401/403		   no row changes; auth error state; gate closed
@@ -36,12 +43,19 @@
  *	   After a transient or auth/config answer no new request starts; rows
  *	   claimed but not sent are simply released when the transaction ends.
  *	5. The transaction is held across the requests, which request_timeout
- *	   bounds (and a cycle starts no request after CYCLE_BUDGET_MS), never
- *	   across a backoff wait: waiting is the worker's job, between cycles.
+ *	   bounds (and a cycle claims nothing and starts no request after
+ *	   CYCLE_BUDGET_MS), never across a backoff wait: waiting is the
+ *	   worker's job, between cycles.
  *
  * A row is marked sent only after a 2xx that covered it.  If anything dies
  * mid-cycle the transaction aborts and the rows are pending again: they
  * are resent, and Metronome's transaction_id dedup makes that harmless.
+ *
+ * Backoff: after n consecutive transient failures, min(max_backoff,
+ * 500 ms * 2^(n-1)) * (1 - 0.25 * random), as Metronome's SDKs do; a
+ * Retry-After or retry-after-ms answer replaces it (capped by
+ * max_backoff).  The rows of the batch get it as next_attempt_at, and the
+ * shared gate holds every request (new rows too) until it has passed.
  *
  *-------------------------------------------------------------------------
  */
@@ -73,11 +87,18 @@ PG_FUNCTION_INFO_V1(metronome_ship_floor);
 /* A cycle claims enough rows for this many rounds of max_inflight batches. */
 #define CLAIM_ROUNDS 8
 
-/* A cycle starts no new request after this long. */
+/* A cycle claims nothing and starts no new request after this long. */
 #define CYCLE_BUDGET_MS 1000
+
+/* ... nor claims more chunks than this (bounds the memory it holds). */
+#define CYCLE_MAX_CHUNKS 8
 
 /* HttpWait's longest sleep: how fast SIGTERM and cancels are noticed. */
 #define WAIT_SLICE_MS 50
+
+/* The instants RFC 3339 can express: years 0000 to 9999 (Unix time, us). */
+#define MIN_RFC3339_US INT64CONST(-62167219200000000)
+#define MAX_RFC3339_US INT64CONST(253402300800000000)
 
 /* One claimed row. */
 typedef struct ShipRow
@@ -88,26 +109,45 @@ typedef struct ShipRow
 	HttpEvent	ev;
 } ShipRow;
 
-/* A batch: rows[first .. first + n - 1]. */
+/* A batch: rows[first .. first + n - 1] of one claimed chunk. */
 typedef struct ShipBatch
 {
+	ShipRow    *rows;
 	int			first;
 	int			n;
 } ShipBatch;
-
-/* What a cycle must clean up whatever happens. */
-typedef struct ShipCleanup
-{
-	HttpRequest **reqs;
-	int			nreqs;
-} ShipCleanup;
 
 /* Rows accepted by Metronome, not yet marked sent (see flush_sent). */
 typedef struct SentBuffer
 {
 	Datum	   *ctids;			/* ItemPointer datums */
 	int			n;
+	int			cap;
 } SentBuffer;
+
+/*
+ * One cycle's state.  Batches wait in a deque: claimed chunks are appended
+ * at the tail, the halves of a refused batch pushed at the head.  The
+ * requests are kept for freeing whatever happens.
+ */
+typedef struct Cycle
+{
+	ShipBatch **q;
+	int			head;
+	int			tail;
+	int			qcap;
+	HttpRequest **reqs;
+	int			nreqs;
+	int			reqcap;
+	SentBuffer	sent;
+	int			limit;			/* rows per claim */
+	int64		max_events;		/* 0, or the most rows to claim */
+	bool		more;			/* the last claim was full */
+	int			chunks;			/* claims made */
+	TimestampTz last_nat;		/* key of the last row claimed */
+	int64		last_id;
+	TimestampTz started;
+} Cycle;
 
 /* Marking sent waits until this many rows are accepted (or the end). */
 #define SENT_FLUSH_ROWS 400
@@ -127,13 +167,14 @@ static struct
 
 static HttpClient *client = NULL;
 static bool in_ship = false;
+static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 
 /*
- * The requests of the cycle (or connection check) in progress.  Its
- * PG_FINALLY frees them; a FATAL (SIGTERM mid-request) skips that and ends
- * the process, so ship_exit frees them then.
+ * The cycle (or connection check) whose requests are out.  Its PG_TRY
+ * block frees them; a FATAL (SIGTERM mid-request) skips that and ends the
+ * process, so ship_exit frees them then.
  */
-static ShipCleanup *pending_cleanup = NULL;
+static Cycle *pending = NULL;
 
 /*
  * Is this backend running a shipping cycle (its own outbox updates must
@@ -202,7 +243,7 @@ static void
 ensure_plans(Oid relid, int claim_limit)
 {
 	const char *tbl;
-	Oid			ts[] = {TIMESTAMPTZOID};
+	Oid			claim_args[] = {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID};
 	Oid			sent_args[] = {TIDARRAYOID, TIMESTAMPTZOID};
 	Oid			failed_args[] = {INT8ARRAYOID, TEXTOID};
 	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
@@ -223,13 +264,14 @@ ensure_plans(Oid relid, int claim_limit)
 	plans.claim_limit = 0;
 	plans.claim =
 		prepare(psprintf("SELECT ctid, id, transaction_id, customer_id, event_type,"
-						 " \"timestamp\", properties::text, attempts"
+						 " \"timestamp\", properties::text, attempts, next_attempt_at"
 						 " FROM %s"
 						 " WHERE status = 'pending' AND next_attempt_at <= $1"
+						 " AND (next_attempt_at, id) > ($2, $3)"
 						 " ORDER BY next_attempt_at, id"
 						 " LIMIT %d"
 						 " FOR UPDATE SKIP LOCKED", tbl, claim_limit),
-				1, ts);
+				3, claim_args);
 	plans.claim_limit = claim_limit;
 
 	if (plans.relid != relid)
@@ -338,13 +380,18 @@ flush_sent(SentBuffer *buf)
 /*
  * Rows of a batch were accepted: buffer them for flush_sent.  Marking them
  * a few batches at a time costs less than a statement per batch, and
- * send_rows does it while the next requests are in flight.
+ * run_cycle does it while the next requests are in flight.
  */
 static void
 mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf)
 {
 	int			i;
 
+	if (buf->n + b->n > buf->cap)
+	{
+		buf->cap = buf->n + b->n + SENT_FLUSH_ROWS;
+		buf->ctids = repalloc(buf->ctids, sizeof(Datum) * buf->cap);
+	}
 	for (i = 0; i < b->n; i++)
 		buf->ctids[buf->n++] = PointerGetDatum(&rows[b->first + i].ctid);
 }
@@ -407,17 +454,17 @@ retry_delay(ShipRow *rows, ShipBatch *b, int64 retry_after_ms, double random01)
 	return ShipBackoffDelay(attempts + 1, random01);
 }
 
-/* abort the requests of a cleanup list, free them, and forget the list */
+/* abort the requests of a cycle, free them, and forget the cycle */
 static void
-release_requests(ShipCleanup *cleanup)
+release_requests(Cycle *c)
 {
 	int			i;
 
 	HttpCancelAll(client);
-	for (i = 0; i < cleanup->nreqs; i++)
-		HttpRequestFree(cleanup->reqs[i]);
-	cleanup->nreqs = 0;
-	pending_cleanup = NULL;
+	for (i = 0; i < c->nreqs; i++)
+		HttpRequestFree(c->reqs[i]);
+	c->nreqs = 0;
+	pending = NULL;
 }
 
 /* at process exit: free what a FATAL left in flight, and the client */
@@ -427,8 +474,8 @@ ship_exit(int code, Datum arg)
 	(void) code;
 	(void) arg;
 	in_ship = false;
-	if (pending_cleanup != NULL)
-		release_requests(pending_cleanup);
+	if (pending != NULL)
+		release_requests(pending);
 	HttpClientDestroy(client);
 	client = NULL;
 }
@@ -479,23 +526,70 @@ to_unix_us(TimestampTz ts, int64 *us)
 	return true;
 }
 
+/* append a batch at the tail of the cycle's deque */
+static void
+queue_append(Cycle *c, ShipBatch *b)
+{
+	if (c->tail == c->qcap)
+	{
+		/* slide to the front, or grow */
+		if (c->head > 0)
+		{
+			memmove(c->q, c->q + c->head, sizeof(ShipBatch *) * (c->tail - c->head));
+			c->tail -= c->head;
+			c->head = 0;
+		}
+		if (c->tail == c->qcap)
+		{
+			c->qcap *= 2;
+			c->q = repalloc(c->q, sizeof(ShipBatch *) * c->qcap);
+		}
+	}
+	c->q[c->tail++] = b;
+}
+
+/* push a batch at the head of the deque (it goes next) */
+static void
+queue_push(Cycle *c, ShipBatch *b)
+{
+	if (c->head == 0)
+	{
+		int			n = c->tail;
+		int			room = Max(c->qcap, 16);
+
+		c->q = repalloc(c->q, sizeof(ShipBatch *) * (c->qcap + room));
+		memmove(c->q + room, c->q, sizeof(ShipBatch *) * n);
+		c->head = room;
+		c->tail = room + n;
+		c->qcap += room;
+	}
+	c->q[--c->head] = b;
+}
+
+/* number of batches waiting */
+#define queue_len(c) ((c)->tail - (c)->head)
+
 /* start one batch; false (with the request's error set) if it could not */
-static bool
-start_batch(HttpClient *http, ShipRow *rows, ShipBatch *b,
-			ShipCleanup *cleanup)
+static HttpRequest *
+start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 {
 	HttpEvent  *events = palloc(sizeof(HttpEvent) * b->n);
 	HttpRequest *req;
 	int			i;
 
 	for (i = 0; i < b->n; i++)
-		events[i] = rows[b->first + i].ev;
+		events[i] = b->rows[b->first + i].ev;
+	if (c->nreqs == c->reqcap)
+	{
+		c->reqcap *= 2;
+		c->reqs = repalloc(c->reqs, sizeof(HttpRequest *) * c->reqcap);
+	}
 	req = HttpRequestNew();
 	if (req == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
-	cleanup->reqs[cleanup->nreqs++] = req;
+	c->reqs[c->nreqs++] = req;
 	req->user = b;
 	req->body = HttpBuildBody(events, b->n, &req->body_len);
 	pfree(events);
@@ -503,18 +597,20 @@ start_batch(HttpClient *http, ShipRow *rows, ShipBatch *b,
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while building a request body")));
-	return HttpStart(http, req);
+	*started = HttpStart(http, req);
+	return req;
 }
 
 /*
- * Claim due rows into *rows (palloc'd); rows whose timestamp Metronome
- * cannot take are failed at once.  Returns the number of rows claimed
- * (including those failed), the sendable ones in *nrows.
+ * Claim the next chunk of due rows (after the last one claimed in this
+ * cycle, so that the rows this transaction already holds are not taken
+ * twice) and append its batches to the deque.  Rows whose timestamp
+ * Metronome cannot take are failed at once.  Returns the rows claimed.
  */
 static int64
-claim(ShipRow **rowsp, int *nrows, ShipResult *result)
+claim_chunk(Cycle *c, ShipResult *result)
 {
-	Datum		arg = TimestampTzGetDatum(GetCurrentTimestamp());
+	Datum		args[3];
 	ShipRow    *rows;
 	Datum	   *bad = NULL;
 	int			nbad = 0;
@@ -523,7 +619,10 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 	uint64		claimed;
 	int			ret;
 
-	ret = spi_run(plans.claim, &arg, NULL, false, 0);
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[1] = TimestampTzGetDatum(c->last_nat);
+	args[2] = Int64GetDatum(c->last_id);
+	ret = spi_run(plans.claim, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
 	claimed = SPI_processed;
@@ -536,7 +635,6 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		ShipRow    *r = &rows[n];
 		bool		isnull;
 		TimestampTz ts;
-		char		probe[HTTP_TIMESTAMP_LEN];
 
 		r->ctid = *((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull)));
 		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
@@ -546,9 +644,12 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		r->ev.properties = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		c->last_nat = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+		c->last_id = r->id;
 
 		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
-			!HttpFormatTimestamp(r->ev.timestamp_us, probe, sizeof(probe)))
+			r->ev.timestamp_us < MIN_RFC3339_US ||
+			r->ev.timestamp_us >= MAX_RFC3339_US)
 		{
 			if (bad == NULL)
 				bad = palloc(sizeof(Datum) * claimed);
@@ -571,9 +672,36 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
 		result->failed += nbad;
 		StatusCountRows(0, nbad);
 	}
-	*rowsp = rows;
-	*nrows = n;
+
+	/* batches in claim order */
+	for (i = 0; i < (uint64) n; i += metronome_batch_size)
+	{
+		ShipBatch  *b = palloc(sizeof(ShipBatch));
+
+		b->rows = rows;
+		b->first = (int) i;
+		b->n = Min(metronome_batch_size, n - (int) i);
+		queue_append(c, b);
+	}
+	if (claimed > 0)
+		WorkerSetState(DELIVERY_SHIPPING);
+	c->chunks++;
+	result->claimed += claimed;
+	c->more = (claimed >= (uint64) c->limit);
 	return (int64) claimed;
+}
+
+/* may the cycle claim another chunk now? */
+static bool
+may_claim(Cycle *c, ShipResult *result)
+{
+	if (!c->more || c->chunks >= CYCLE_MAX_CHUNKS)
+		return false;
+	/* with max_events, claim no more than it allows (the next cycle may) */
+	if (c->max_events > 0 && result->claimed + c->limit > c->max_events)
+		return false;
+	return !TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
+									   CYCLE_BUDGET_MS);
 }
 
 /*
@@ -581,10 +709,10 @@ claim(ShipRow **rowsp, int *nrows, ShipResult *result)
  * further request should start in this cycle.
  */
 static bool
-handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
-			SentBuffer *sent, ShipResult *result)
+handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 {
 	ShipBatch  *b = (ShipBatch *) req->user;
+	ShipRow    *rows = b->rows;
 	char	   *msg;
 
 	result->requests++;
@@ -592,7 +720,7 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
-			mark_sent(rows, b, sent);
+			mark_sent(rows, b, &c->sent);
 			StatusGateReset();
 			return true;
 
@@ -602,13 +730,14 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 				ShipBatch  *lo = palloc(sizeof(ShipBatch));
 				ShipBatch  *hi = palloc(sizeof(ShipBatch));
 
+				lo->rows = hi->rows = rows;
 				lo->first = b->first;
 				lo->n = b->n / 2;
 				hi->first = b->first + lo->n;
 				hi->n = b->n - lo->n;
-				/* a stack: the halves go next, the first half first */
-				stack[(*nstack)++] = hi;
-				stack[(*nstack)++] = lo;
+				/* the halves go next, the first half first */
+				queue_push(c, hi);
+				queue_push(c, lo);
 				return true;
 			}
 			mark_failed(rows, b, req->error);
@@ -658,74 +787,64 @@ handle_done(HttpRequest *req, ShipRow *rows, ShipBatch **stack, int *nstack,
 	return false;
 }
 
-/* in dry-run mode (the benchmark floor): every batch "accepted" at once */
+/*
+ * Dry run (the benchmark floor): the same claims and marking, every batch
+ * "accepted" at once, no HTTP.
+ */
 static void
-dry_run_batches(ShipRow *rows, int nrows, ShipResult *result)
+dry_run(Cycle *c, ShipResult *result)
 {
-	SentBuffer	sent;
-	int			i;
-
-	sent.ctids = palloc(sizeof(Datum) * nrows);
-	sent.n = 0;
-	for (i = 0; i < nrows; i += metronome_batch_size)
+	do
 	{
-		ShipBatch	b;
+		claim_chunk(c, result);
+		while (queue_len(c) > 0)
+		{
+			ShipBatch  *b = c->q[c->head++];
 
-		b.first = i;
-		b.n = Min(metronome_batch_size, nrows - i);
-		mark_sent(rows, &b, &sent);
-		if (sent.n >= SENT_FLUSH_ROWS)
-			result->accepted += flush_sent(&sent);
-	}
-	result->accepted += flush_sent(&sent);
+			mark_sent(b->rows, b, &c->sent);
+			if (c->sent.n >= SENT_FLUSH_ROWS)
+				result->accepted += flush_sent(&c->sent);
+		}
+		result->accepted += flush_sent(&c->sent);
+	} while (may_claim(c, result));
 }
 
-/* send the claimed rows: the heart of the cycle */
+/*
+ * The heart of the cycle: claim, send, classify and mark until nothing is
+ * due, the gate closes, or the cycle's time is up.  Requests in flight are
+ * aborted if anything throws.
+ */
 static void
-send_rows(ShipRow *rows, int nrows, ShipResult *result)
+run_cycle(Cycle *c, ShipResult *result)
 {
 	HttpClient *http = get_client();
-	int			nb = (nrows + metronome_batch_size - 1) / metronome_batch_size;
-	int			cap = nb + 2 * nrows + 2;
-	ShipBatch **stack = palloc(sizeof(ShipBatch *) * cap);
-	int			nstack = 0;
-	ShipCleanup *cleanup = palloc0(sizeof(ShipCleanup));
-	SentBuffer *sent = palloc0(sizeof(SentBuffer));
-	TimestampTz started = GetCurrentTimestamp();
-	int			i;
 
-	cleanup->reqs = palloc(sizeof(HttpRequest *) * cap);
-	sent->ctids = palloc(sizeof(Datum) * nrows);
-
-	/* batches in claim order: push the last first */
-	for (i = nb - 1; i >= 0; i--)
-	{
-		ShipBatch  *b = palloc(sizeof(ShipBatch));
-
-		b->first = i * metronome_batch_size;
-		b->n = Min(metronome_batch_size, nrows - b->first);
-		stack[nstack++] = b;
-	}
-
-	pending_cleanup = cleanup;
+	pending = c;
 	PG_TRY();
 	{
 		bool		go = true;
 
-		while ((go && nstack > 0) || HttpInFlight(http) > 0)
+		claim_chunk(c, result);
+		while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
 		{
 			HttpRequest *req;
 
-			/* keep max_inflight requests going */
-			while (go && nstack > 0 && HttpInFlight(http) < metronome_max_inflight)
-			{
-				ShipBatch  *b = stack[--nstack];
+			/*
+			 * Running short of batches: claim the next chunk now, while the
+			 * last requests are in flight.
+			 */
+			if (go && queue_len(c) < metronome_max_inflight && may_claim(c, result))
+				claim_chunk(c, result);
 
-				if (!start_batch(http, rows, b, cleanup))
-				{
-					req = cleanup->reqs[cleanup->nreqs - 1];
-					go = handle_done(req, rows, stack, &nstack, sent, result);
-				}
+			/* keep max_inflight requests going */
+			while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
+			{
+				ShipBatch  *b = c->q[c->head++];
+				bool		started;
+
+				req = start_batch(http, b, c, &started);
+				if (!started)
+					go = handle_done(req, c, result);
 			}
 
 			/*
@@ -733,33 +852,34 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
 			 * flight: a few batches at a time, or all of it when nothing is
 			 * left to start.
 			 */
-			if (sent->n >= SENT_FLUSH_ROWS ||
-				(sent->n > 0 && (!go || nstack == 0)))
-				result->accepted += flush_sent(sent);
+			if (c->sent.n >= SENT_FLUSH_ROWS ||
+				(c->sent.n > 0 && (!go || queue_len(c) == 0)))
+				result->accepted += flush_sent(&c->sent);
 
 			if (HttpInFlight(http) > 0)
 				HttpWait(http, WAIT_SLICE_MS);
 			CHECK_FOR_INTERRUPTS();
 			while ((req = HttpNextDone(http)) != NULL)
 			{
-				if (!handle_done(req, rows, stack, &nstack, sent, result))
+				if (!handle_done(req, c, result))
 					go = false;
 				/* the body is not needed any more */
 				free(req->body);
 				req->body = NULL;
 			}
-			if (go && TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
-												 CYCLE_BUDGET_MS))
+			if (go && queue_len(c) > 0 &&
+				TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
+										   CYCLE_BUDGET_MS))
+			{
 				go = false;
+				result->budget_cut = true;
+			}
 		}
-		result->accepted += flush_sent(sent);
-		/* the cycle's time ran out before every batch went: more is due */
-		if (nstack > 0 && !result->gated)
-			result->full = true;
+		result->accepted += flush_sent(&c->sent);
 	}
 	PG_FINALLY();
 	{
-		release_requests(cleanup);
+		release_requests(c);
 	}
 	PG_END_TRY();
 }
@@ -770,18 +890,17 @@ send_rows(ShipRow *rows, int nrows, ShipResult *result)
  * without any HTTP: the database-only floor of the benchmark.
  */
 void
-ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
+ShipCycle(bool dry_run_only, int64 max_events, ShipResult *result)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	DeliveryGate kind;
 	Oid			relid;
 	int			limit;
-	ShipRow    *rows;
-	int			nrows;
+	Cycle	   *c;
 
 	memset(result, 0, sizeof(ShipResult));
 
-	if (!dry_run && !StatusGateOpen(now, &result->gate_until, &kind))
+	if (!dry_run_only && !StatusGateOpen(now, &result->gate_until, &kind))
 	{
 		result->gated = true;
 		return;
@@ -807,7 +926,7 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 		return;
 	}
 
-	if (!dry_run && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
+	if (!dry_run_only && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
 	{
 		StatusSetError("metronome.api_token is not set");
 		StatusSetState(DELIVERY_AUTH_ERROR);
@@ -816,7 +935,7 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 		return;
 	}
 
-	limit = metronome_batch_size * metronome_max_inflight * CLAIM_ROUNDS;
+	limit = metronome_batch_size * metronome_max_inflight * claim_rounds;
 	if (max_events > 0 && max_events < limit)
 		limit = (int) max_events;
 
@@ -826,16 +945,37 @@ ShipCycle(bool dry_run, int64 max_events, ShipResult *result)
 	PG_TRY();
 	{
 		ensure_plans(relid, limit);
-		result->claimed = claim(&rows, &nrows, result);
-		result->full = (result->claimed >= limit);
-		if (nrows > 0)
-		{
-			WorkerSetState(DELIVERY_SHIPPING);
-			if (dry_run)
-				dry_run_batches(rows, nrows, result);
-			else
-				send_rows(rows, nrows, result);
-		}
+
+		c = palloc0(sizeof(Cycle));
+		c->qcap = 64;
+		c->q = palloc(sizeof(ShipBatch *) * c->qcap);
+		c->reqcap = 64;
+		c->reqs = palloc(sizeof(HttpRequest *) * c->reqcap);
+		c->sent.cap = SENT_FLUSH_ROWS;
+		c->sent.ctids = palloc(sizeof(Datum) * c->sent.cap);
+		c->limit = limit;
+		c->max_events = max_events;
+		c->last_nat = DT_NOBEGIN;
+		c->last_id = 0;
+		c->started = now;
+
+		if (dry_run_only)
+			dry_run(c, result);
+		else
+			run_cycle(c, result);
+
+		/* more may be due: the last claim was full, or time ran out */
+		result->full = c->more || result->budget_cut;
+
+		/*
+		 * A slow Metronome cut the cycle short: claim less at a time (each
+		 * claimed row costs a row lock); a cycle that used every row it
+		 * claimed: claim more, up to CLAIM_ROUNDS.
+		 */
+		if (result->budget_cut)
+			claim_rounds = Max(1, claim_rounds / 2);
+		else if (c->more)
+			claim_rounds = Min(CLAIM_ROUNDS, claim_rounds * 2);
 	}
 	PG_FINALLY();
 	{
@@ -1015,7 +1155,7 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	HttpClient *http;
 	HttpRequest *req;
 	HttpRequest *volatile vreq;
-	ShipCleanup cleanup;
+	Cycle		check;
 	long		status;
 	HttpClass	klass;
 	char		error[HTTP_ERROR_LEN];
@@ -1038,9 +1178,10 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	}
 	req->body_len = 2;
 	vreq = req;
-	cleanup.reqs = &req;
-	cleanup.nreqs = 1;
-	pending_cleanup = &cleanup;
+	memset(&check, 0, sizeof(check));
+	check.reqs = &req;
+	check.nreqs = 1;
+	pending = &check;
 
 	PG_TRY();
 	{
@@ -1056,12 +1197,12 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	PG_CATCH();
 	{
 		/* a cancel or a timeout: the request is not wanted any more */
-		release_requests(&cleanup);
+		release_requests(&check);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	HttpCancelAll(http);
-	pending_cleanup = NULL;
+	pending = NULL;
 
 	status = req->status;
 	klass = req->klass;

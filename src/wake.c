@@ -4,9 +4,9 @@
  *	  Waking the delivery worker when a transaction that wrote outbox rows
  *	  commits.
  *
- * A statement that writes outbox rows (the mapping trigger, or the
- * statement-level trigger metronome_wake on metronome_outbox for direct
- * INSERTs and metronome_retry()) calls DeliveryWakeAtCommit().  That only
+ * A statement that writes outbox rows (the mapping trigger, a direct INSERT,
+ * metronome_retry(): an ExecutorEnd hook sees them all) calls
+ * DeliveryWakeAtCommit().  That only
  * sets a flag; a transaction callback sets the worker's latch at COMMIT, so
  * the rows are visible when the worker looks, and a rolled-back
  * transaction wakes nobody.  The worker itself, and a session while it
@@ -17,12 +17,16 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/trigger.h"
 #include "delivery.h"
-#include "fmgr.h"
+#include "executor/executor.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/rel.h"
 
-PG_FUNCTION_INFO_V1(metronome_wake);
-
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+#if PG_VERSION_NUM >= 140000
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+#endif
 static bool wake_pending = false;
 static bool callback_registered = false;
 
@@ -74,15 +78,93 @@ DeliveryWakeAtCommit(void)
 }
 
 /*
- * Statement-level trigger on metronome_outbox: wake the worker at commit.
+ * Does this query write to a relation named metronome_outbox?  (Any
+ * schema: a spurious wake only makes the worker look.)
  */
-Datum
-metronome_wake(PG_FUNCTION_ARGS)
+static bool
+writes_outbox(EState *estate)
 {
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("metronome_wake() must be called as a trigger")));
-	DeliveryWakeAtCommit();
-	return PointerGetDatum(NULL);
+#if PG_VERSION_NUM >= 140000
+	ListCell   *lc;
+
+	foreach(lc, estate->es_opened_result_relations)
+	{
+		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
+
+		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
+			return true;
+	}
+#else
+	int			i;
+
+	for (i = 0; i < estate->es_num_result_relations; i++)
+	{
+		ResultRelInfo *rri = &estate->es_result_relations[i];
+
+		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
+			return true;
+	}
+#endif
+	return false;
+}
+
+/*
+ * ExecutorEnd hook: a statement that wrote to the outbox (a direct INSERT,
+ * metronome_retry(), the mapping trigger's own INSERT) wakes the worker at
+ * commit.  A hook rather than a trigger on the outbox: it costs nothing to
+ * the statements that do not write there, and no trigger machinery to those
+ * that do.
+ */
+static void
+wake_ExecutorEnd(QueryDesc *queryDesc)
+{
+	if (queryDesc->estate != NULL && writes_outbox(queryDesc->estate))
+		DeliveryWakeAtCommit();
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+#if PG_VERSION_NUM >= 140000
+/*
+ * ProcessUtility hook: COPY ... FROM into a relation named
+ * metronome_outbox does not go through ExecutorEnd; it wakes the worker
+ * at commit too.
+ */
+static void
+wake_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	if (stmt != NULL && IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from &&
+		((CopyStmt *) stmt)->relation != NULL &&
+		strcmp(((CopyStmt *) stmt)->relation->relname, "metronome_outbox") == 0)
+		DeliveryWakeAtCommit();
+}
+#endif
+
+/*
+ * Install the hooks (from _PG_init, when preloaded: every
+ * backend then has it, and without preloading there is no worker to wake).
+ */
+void
+DeliveryInstallWakeHook(void)
+{
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = wake_ExecutorEnd;
+#if PG_VERSION_NUM >= 140000
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = wake_ProcessUtility;
+#endif
 }

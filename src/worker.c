@@ -474,6 +474,7 @@ MetronomeDeliveryMain(Datum main_arg)
 	int			errors = 0;
 	bool		said_no_extension = false;
 	TimestampTz next_cleanup = 0;
+	TimestampTz error_until = 0;
 
 	(void) main_arg;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -512,7 +513,10 @@ MetronomeDeliveryMain(Datum main_arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (reload_if_asked())
+		{
 			next_cleanup = 0;	/* retain_sent may have changed */
+			error_until = 0;	/* and the settings may fix an error */
+		}
 		MemoryContextReset(cxt);
 
 		if (!metronome_enabled)
@@ -520,8 +524,18 @@ MetronomeDeliveryMain(Datum main_arg)
 			WorkerSetState(DELIVERY_PAUSED);
 			wait_ms = metronome_poll_interval;
 		}
+		else if (GetCurrentTimestamp() < error_until)
+		{
+			/* woken (by a commit) during an error backoff: keep waiting */
+			wait_ms = ms_until(error_until);
+		}
 		else
+		{
 			wait_ms = delivery_cycle(cxt, &errors, &said_no_extension);
+			if (errors > 0)
+				error_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  wait_ms);
+		}
 
 		/* the clean-up of old sent rows, when idle or once a minute */
 		if (metronome_retain_sent >= 0 && !said_no_extension &&

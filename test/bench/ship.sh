@@ -178,6 +178,7 @@ load old "$SENT" sent
 load c "$EVENTS"; prepare
 claim_plan=$(bench_psql -At -c "EXPLAIN (COSTS OFF) SELECT id FROM metronome_outbox
 	WHERE status = 'pending' AND next_attempt_at <= now()
+	  AND (next_attempt_at, id) > ('-infinity', 0)
 	ORDER BY next_attempt_at, id LIMIT 3200 FOR UPDATE SKIP LOCKED" | grep -o 'Index Scan using [a-z_]*' || true)
 read -r tc wcc mcc <<<"$(drain "$EVENTS")"
 rc=$(rate "$EVENTS" "$tc")

@@ -15,9 +15,9 @@
  * HttpNextDone cycle runs.  The request it receives is not read.
  *
  * Oracles: the request finishes; a request with an answer is classified
- * as HttpClassifyStatus says; the error text is one printable,
- * terminated line that never holds the API token; Retry-After delays are
- * -1 or within their caps.
+ * as HttpClassifyStatus says; the error text is one printable, terminated
+ * line of valid UTF-8 that never holds the API token; Retry-After delays
+ * are -1 or within their caps.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,6 +41,50 @@ finding(const char *what, const char *detail)
 	fprintf(stderr, "\n==metronome-fuzz== FINDING: %s: %s\n", what,
 			detail ? detail : "");
 	abort();
+}
+
+/*
+ * Is s valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF)?  An
+ * error text ends up in a table (metronome_outbox.last_error), where
+ * invalid text would make a dump that does not restore.
+ */
+static bool
+valid_utf8(const char *str)
+{
+	const unsigned char *s = (const unsigned char *) str;
+
+	while (*s)
+	{
+		unsigned int c = *s;
+		int			n,
+					k;
+		unsigned int cp;
+
+		if (c < 0x80)
+		{
+			s++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1, cp = c & 0x1F;
+		else if (c >= 0xE0 && c <= 0xEF)
+			n = 2, cp = c & 0x0F;
+		else if (c >= 0xF0 && c <= 0xF4)
+			n = 3, cp = c & 0x07;
+		else
+			return false;
+		for (k = 1; k <= n; k++)
+		{
+			if ((s[k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[k] & 0x3F);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+			cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		s += n + 1;
+	}
+	return true;
 }
 
 /* an easy handle for the client's pool: one connection per request */
@@ -102,6 +146,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int			server = -1;
 	int			i;
 	size_t		len;
+	struct timespec start;
 
 	if (size > 200 * 1024)
 		return 0;
@@ -131,9 +176,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/*
 	 * Accept libcurl's connection, answer with the input and shut our side
-	 * for writing: then a few rounds must finish the request.
+	 * for writing: then the request must finish, by its 5 s timeout at the
+	 * latest (the bound here leaves room for a starved process).
 	 */
-	for (i = 0; i < 500 && done == NULL; i++)
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (done == NULL && seconds_since(&start) < 25.0)
 	{
 		(void) HttpWait(client, 10);
 		done = HttpNextDone(client);
@@ -168,6 +215,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			finding("error text", "a control character");
 	if (strstr(req->error, FUZZ_TOKEN) != NULL)
 		finding("error text", "holds the API token");
+	if (!valid_utf8(req->error))
+		finding("error text", "not valid UTF-8");
 	if (req->status != 0)
 	{
 		if (req->klass != HttpClassifyStatus(req->status))

@@ -44,6 +44,50 @@ finding(const char *what, const char *detail)
 	abort();
 }
 
+/*
+ * Is s valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF)?  An
+ * error text ends up in a table (metronome_outbox.last_error), where
+ * invalid text would make a dump that does not restore.
+ */
+static bool
+valid_utf8(const char *str)
+{
+	const unsigned char *s = (const unsigned char *) str;
+
+	while (*s)
+	{
+		unsigned int c = *s;
+		int			n,
+					k;
+		unsigned int cp;
+
+		if (c < 0x80)
+		{
+			s++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1, cp = c & 0x1F;
+		else if (c >= 0xE0 && c <= 0xEF)
+			n = 2, cp = c & 0x0F;
+		else if (c >= 0xF0 && c <= 0xF4)
+			n = 3, cp = c & 0x07;
+		else
+			return false;
+		for (k = 1; k <= n; k++)
+		{
+			if ((s[k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[k] & 0x3F);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+			cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		s += n + 1;
+	}
+	return true;
+}
+
 /* next field of the input (up to a newline), as a malloc'd C string */
 static char *
 next_field(const uint8_t **p, const uint8_t *end)
@@ -91,6 +135,8 @@ check_error_text(const char *buf, size_t buflen, long status,
 	for (i = 0; i < len; i++)
 		if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
 			finding("HttpErrorMessage", "a control character in the text");
+	if (!valid_utf8(buf))
+		finding("HttpErrorMessage", "the text is not valid UTF-8");
 	(void) secret;
 }
 

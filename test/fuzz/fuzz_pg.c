@@ -32,6 +32,11 @@
  * into a freed one are caught at the byte, which the server's AllocSet,
  * carving chunks out of big blocks, would hide.
  *
+ * Every message the engine gives (a refusal, an evaluation error, a field
+ * that cannot be coerced, an ereport) must be valid text in the database
+ * encoding: it may be stored in metronome_rejected, and a table holding
+ * invalid text does not restore from a dump.
+ *
  * Each step of a target runs twice, with new memory filled with 0xAA and
  * then with 0x55: answers that differ reveal a read of memory that was
  * never written, which AddressSanitizer does not report.
@@ -56,6 +61,7 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include "catalog/pg_type.h"
@@ -344,6 +350,19 @@ finding(const char *fmt,...)
 }
 
 /*
+ * A message for the user (it may end up in a table: metronome_rejected)
+ * must be valid text in the database encoding, or a dump of that table
+ * would not restore.
+ */
+static void
+check_message(const char *what, const char *msg)
+{
+	if (msg != NULL && !pg_verifymbstr(msg, strlen(msg), true))
+		finding("%s: the message is not valid in the database encoding: %s",
+				what, msg);
+}
+
+/*
  * Split an input into its first part (up to a NUL byte) and the rest;
  * both are copied, NUL-terminated, into input_cxt.  False when a part is
  * not valid in the database encoding.
@@ -396,6 +415,8 @@ run_caught(void (*body) (void *), void *arg, const char *what)
 			finding("internal error in %s: %s", what, edata->message);
 		if (edata->message == NULL || edata->message[0] == '\0')
 			finding("error without a message in %s", what);
+		check_message(what, edata->message);
+		check_message(what, edata->detail);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -506,6 +527,7 @@ fql_one(const uint8_t *data, size_t size)
 				in.errmsg ? in.errmsg : "(parsed)",
 				again.errmsg ? again.errmsg : "(parsed)");
 	nchars = pg_mbstrlen(in.text);
+	check_message("FqlParse", in.errmsg);
 	if (in.expr == NULL)
 	{
 		if (in.errmsg == NULL || in.errmsg[0] == '\0')
@@ -594,6 +616,7 @@ map_eval_body(void *arg)
 				ea->eventno, ea->err);
 	if (ea->err != NULL && ea->err[0] == '\0')
 		finding("event %d: MapkitEval gave an empty error", ea->eventno);
+	check_message("MapkitEval", ea->err);
 	if (ea->res != NULL)
 		ea->jb = MapkitResultToJsonb(ea->res);
 }
@@ -629,10 +652,10 @@ map_check_body(void *arg)
 		}
 	}
 	(void) FieldIsAbsent(ea->res);
-	(void) FieldCoerceText(FIELD_TRANSACTION_ID, ea->res, &t);
-	(void) FieldCoerceText(FIELD_EVENT_TYPE, ea->res, &t);
-	(void) FieldCoerceTimestamp(ea->res, fixed_now, &ts);
-	(void) FieldCoerceProperties(ea->res, &props);
+	check_message("FieldCoerceText", FieldCoerceText(FIELD_TRANSACTION_ID, ea->res, &t));
+	check_message("FieldCoerceText", FieldCoerceText(FIELD_EVENT_TYPE, ea->res, &t));
+	check_message("FieldCoerceTimestamp", FieldCoerceTimestamp(ea->res, fixed_now, &ts));
+	check_message("FieldCoerceProperties", FieldCoerceProperties(ea->res, &props));
 }
 
 /* compile with new memory filled with byte; false on an error */
@@ -686,6 +709,7 @@ mapkit_one(const uint8_t *data, size_t size)
 		finding("MapkitCompile answers differently with new memory filled differently: %s / %s",
 				in.errmsg ? in.errmsg : "(compiled)",
 				again.errmsg ? again.errmsg : "(compiled)");
+	check_message("MapkitCompile", in.errmsg);
 	if (in.node == NULL)
 	{
 		if (in.errmsg == NULL || in.errmsg[0] == '\0')
@@ -775,5 +799,15 @@ metronome_fuzz(PG_FUNCTION_ARGS)
 	argv[argc] = NULL;
 
 	setup_once();
+
+	/*
+	 * libFuzzer leaves alone a signal that already has a handler, and the
+	 * backend has its own for SIGALRM (timeouts), SIGINT and SIGTERM: give
+	 * them back to libFuzzer, whose -timeout (hangs) needs SIGALRM.  No
+	 * backend timeout is armed while it runs.
+	 */
+	pqsignal(SIGALRM, SIG_DFL);
+	pqsignal(SIGINT, SIG_DFL);
+	pqsignal(SIGTERM, SIG_DFL);
 	PG_RETURN_INT32(LLVMFuzzerRunDriver(&argc, &argv, one_input));
 }

@@ -48,6 +48,9 @@
 
 set -uo pipefail
 
+# The whole script is one block, read before it runs: editing the file
+# during a long run cannot change what the run does.
+{
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT_DIR=$(cd "$FUZZ_DIR/../.." && pwd)
 # shellcheck source=../lib/common.sh
@@ -156,13 +159,14 @@ fi
 ######################################################################
 # Build
 ######################################################################
-# compile SRC OBJ FLAGS...: compile when SRC (or a header) is newer
+# compile SRC OBJ FLAGS...: compile unless OBJ is newer than every source
+# (a harness includes http.c) and was built with the same flags
 compile()
 {
 	local src=$1 obj=$2
 	shift 2
 	if [ -f "$obj" ] && [ "$obj" -nt "$src" ] &&
-	   [ -z "$(find "$ROOT_DIR/src" "$FUZZ_DIR" -name '*.h' -newer "$obj" 2>/dev/null)" ] &&
+	   [ -z "$(find "$ROOT_DIR/src" "$FUZZ_DIR" -maxdepth 1 \( -name '*.[ch]' \) -newer "$obj" 2>/dev/null)" ] &&
 	   [ "$(cat "$obj.flags" 2>/dev/null)" = "$*" ]; then
 		return 0
 	fi
@@ -288,7 +292,10 @@ run_target()
 # common libFuzzer options of a target
 target_opts()
 {
-	local t=$1 opts=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1)
+	local t=$1 opts=(-rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1)
+	# a hang is a hang at any limit; the limit is wall time, and a long run
+	# at nice 19 on a busy machine may wait seconds for the processor
+	if [ "$MODE" = seconds ]; then opts+=(-timeout=60); else opts+=(-timeout=30); fi
 	[ -f "$FUZZ_DIR/dict/$t.dict" ] && opts+=(-dict="$FUZZ_DIR/dict/$t.dict")
 	case "$t" in
 		fql|mapkit) opts+=(-max_len=8192 -handle_usr1=0 -handle_usr2=0) ;;
@@ -397,3 +404,4 @@ if [ ${#FAILED[@]} -gt 0 ]; then
 fi
 mt_log "fuzz: ${TARGETS[*]}: nothing found ($(( $(date +%s) - T0 )) s)"
 exit 0
+}

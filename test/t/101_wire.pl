@@ -117,6 +117,24 @@ my $latency = time() - $t0;
 		sprintf('within 2 s of the commit with poll_interval = 1h (%.3f s)', $latency));
 }
 
+# COPY into the outbox, and an event mapped by the trigger on
+# segment_events, wake the worker too.
+$mock->reset;
+$node->safe_psql('postgres',
+	"COPY metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") FROM PROGRAM 'printf \"copy-1\\tc\\te\\t2024-03-01 00:00:00+00\\n\"'"
+);
+ok(wait_for(sub { $mock->stats->{unique_events} >= 1 }, 2, 0.01),
+	'COPY into the outbox wakes the worker');
+$mock->reset;
+$node->safe_psql('postgres', q{
+	INSERT INTO metronome_mappings (name) VALUES ('wake-preset');
+	INSERT INTO segment_events (event) VALUES ('{"type": "track", "event": "API Call",
+		"messageId": "mapped-wake-1", "timestamp": "2024-03-01T00:00:00Z",
+		"context": {"groupId": "acme"}}');
+	DELETE FROM metronome_mappings WHERE name = 'wake-preset';});
+ok(wait_for(sub { $mock->stats->{unique_events} >= 1 }, 2, 0.01),
+	'an event mapped into the outbox wakes the worker');
+
 # A rolled-back insert sends nothing.
 $mock->reset;
 $node->safe_psql('postgres',
@@ -142,7 +160,7 @@ is( $node->safe_psql(
 my $status = $node->safe_psql('postgres',
 	"SELECT worker_pid, state, pending, failed, oldest_pending IS NULL, last_success_at IS NOT NULL, last_error IS NULL, sent_total, requests_total FROM metronome_status()"
 );
-is($status, "$pid|idle|0|0|t|t|t|254|5",
+is($status, "$pid|idle|0|0|t|t|t|256|7",
 	'metronome_status(): worker pid, idle, empty queue, totals');
 
 $node->stop;

@@ -88,11 +88,15 @@ insert('ra2', 5);    # new rows wake the worker while it must wait
 		"SELECT state FROM metronome_status()"), 'backoff',
 		'metronome_status() says backoff');
 }
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'metronome delivery' AND (xact_start IS NOT NULL OR backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"),
-	'0',
+# the worker sleeps on its latch with no transaction and no snapshot
+my $waiting =
+  "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'metronome delivery' AND wait_event_type = 'Extension'";
+ok( $node->poll_query_until('postgres',
+		"$waiting AND xact_start IS NULL AND backend_xid IS NULL AND backend_xmin IS NULL", '1'),
 	'no transaction or snapshot held by the worker during the wait');
+is($node->safe_psql('postgres',
+	"$waiting AND (xact_start IS NOT NULL OR backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"),
+	'0', 'never asleep inside a transaction');
 ok(wait_for(sub { queue('ra') eq '0/5/0' && queue('ra2') eq '0/5/0' }, 20),
 	'all rows sent after the wait');
 $reqs = $mock->requests;

@@ -99,7 +99,7 @@ is( $node->safe_psql(
 		'postgres',
 		"SELECT DISTINCT attempts || ' ' || last_error || ' ' || (next_attempt_at > created_at) FROM metronome_outbox WHERE transaction_id LIKE 'three-%'"),
 	'1 HTTP 503: Service Unavailable true',
-	'one attempt counted, the error kept, the next attempt later');
+	'one attempt counted, the error kept, the next attempt moved later');
 ok( wait_for(sub { $node->safe_psql('postgres', 'SELECT metronome_ship()') eq '5' }, 10),
 	'a later metronome_ship() sends them');
 is(queue('three'), '0/5/0', 'sent');
