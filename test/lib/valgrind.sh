@@ -126,6 +126,8 @@ mt_valgrind_report()
 				$died = $1 if $l =~ /^(Process terminating with default action of signal \d+ \((?:SIGSEGV|SIGBUS|SIGILL|SIGFPE|SIGABRT)\))/;
 			}
 			close $fh;
+			# a process killed while writing an error: count what is there
+			push @found, join("", @block) . "(log cut short)\n" if $in;
 			push @found, "$died\n" if $died;
 			next unless @found;
 			$bad++;
