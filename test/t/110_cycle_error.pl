@@ -56,7 +56,10 @@ for my $i (1 .. 30)
 }
 my @errors = grep { /ERROR:  boom: no sent rows today/ } split /\n/, slurp_file($node->logfile);
 cmp_ok(scalar(@errors), '>=', 2, 'the error is logged');
-cmp_ok(scalar(@errors), '<=', 8, 'with backoff, not in a tight loop, even when commits wake it (' . scalar(@errors) . ' times in ~4 s)');
+{
+	local $::TODO = timing_todo();
+	cmp_ok(scalar(@errors), '<=', 8, 'with backoff, not in a tight loop, even when commits wake it (' . scalar(@errors) . ' times in ~4 s)');
+}
 is($node->safe_psql('postgres', 'SELECT worker_pid FROM metronome_status()'),
 	$pid, 'the same worker: it did not die');
 is($node->safe_psql('postgres', "SELECT count(*) FROM metronome_outbox WHERE status = 'pending'"),
