@@ -26,6 +26,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "mapping.h"
 #include "metronome.h"
 #include "miscadmin.h"
@@ -238,6 +239,21 @@ MappingsGet(void)
 }
 
 /*
+ * The start of a mapping value's JSON text, for messages (a deeply nested
+ * value can be megabytes long).
+ */
+static char *
+value_excerpt(Jsonb *value)
+{
+	char	   *txt = JsonbToCString(NULL, &value->root, VARSIZE(value));
+	int			len = strlen(txt);
+
+	if (len <= 200)
+		return txt;
+	return psprintf("%s...", pnstrdup(txt, pg_mbcliplen(txt, len, 200)));
+}
+
+/*
  * BEFORE INSERT OR UPDATE trigger on metronome_mappings: refuse a row whose
  * subscription or mapping values are invalid, saying which column and why;
  * keep updated_at current.
@@ -300,8 +316,7 @@ metronome_mappings_validate(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid mapping for column \"%s\" of mapping \"%s\": %s",
 							field_columns[f], name, msg),
-					 errdetail("The value is: %s",
-							   JsonbToCString(NULL, &fields[f]->root, VARSIZE(fields[f]))),
+					 errdetail("The value is: %s", value_excerpt(fields[f])),
 					 errhint("A mapping value is a directive such as {\"@path\": \"$.context.groupId\"}, or plain JSON taken literally.")));
 	}
 	MemoryContextSwitchTo(old);

@@ -127,7 +127,9 @@ ok(wait_for(sub { queue('postgres', 'retry-') eq '0/5/0' }, 60),
 
 # 1c. ERROR marking a refused event failed, after the 400 and the halving.
 $mock->faults({ reject_transaction_ids => ['refused-3'] });
-arm('postgres', 'refused-');
+# only the refused row's UPDATE raises: marking its neighbours sent must not
+# pre-empt it
+arm('postgres', 'refused-3');
 insert('postgres', 'refused-', 4);
 ok(wait_for(sub { log_count(qr/ERROR:  boom: UPDATE of refused-3/) >= 2 }, 60),
 	'marking the refused row failed raised, more than once');
