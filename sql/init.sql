@@ -7,7 +7,7 @@
 -- ends.  The library is not preloaded here: LOAD defines the settings.
 --
 
--- The extension: version 0.1.0, not relocatable.
+-- The extension: version 0.2.0, not relocatable.
 SELECT e.extname, e.extversion, e.extrelocatable, n.nspname
   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
  WHERE e.extname = 'metronome';
