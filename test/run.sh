@@ -9,6 +9,9 @@
 #                 isolation  isolation specs test/isolation/specs/*.spec
 #                 python     Python unit tests test/test_*.py (unittest)
 #                 fuzz       test/fuzz/run.sh --smoke, when that script exists
+#                 conformance  test/conformance/run.sh: Segment's own code
+#                            against ours on the same corpus (needs node,
+#                            npm and the npm registry)
 #   NAME          run only the tests whose name contains NAME (a regress
 #                 test, a TAP file or spec without extension, a Python
 #                 module); several NAMEs select the union.
@@ -75,7 +78,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/common.sh
 . "$ROOT_DIR/test/lib/common.sh"
 
-ALL_SUITES="regress tap isolation python fuzz"
+ALL_SUITES="regress tap isolation python fuzz conformance"
 ONLY=""
 KEEP=0
 VERBOSE=0
@@ -419,6 +422,30 @@ if want_suite fuzz && [ -f test/fuzz/run.sh ] && [ "$(select_names fuzz)" = fuzz
 	else
 		echo "fuzz smoke run failed"
 		fail 1 fuzz
+	fi
+	RAN=$((RAN + 1))
+fi
+
+######################################################################
+# (e2) conformance: Segment's destination against ours, test/conformance
+######################################################################
+# one pass per case that agrees with Segment (or differs as the allow-list
+# allows), one failure per other case; no node or npm is a failure
+if want_suite conformance && [ -f test/conformance/run.sh ] && [ "$(select_names conformance)" = conformance ]; then
+	mt_log "conformance: test/conformance/run.sh"
+	PERL5LIB="$PG_PGXSDIR/test/perl:$MT_SRC/test/lib${PERL5LIB:+:$PERL5LIB}" \
+	PG_REGRESS="$PG_REGRESS" TESTDIR="$MT_SRC/test/conformance" \
+	PG_TEST_PORT_DIR="$MT_WORKDIR" \
+		bash test/conformance/run.sh "$MT_WORKDIR/conformance" 2>&1 | tee "$MT_WORKDIR/conformance.log"
+	line=$(grep '^CONFORMANCE-SUMMARY ' "$MT_WORKDIR/conformance.log" | tail -n1)
+	ok=$(sed -n 's/.* passed=\([0-9]*\).*/\1/p' <<<"$line")
+	bad=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<<"$line")
+	if [ -z "$line" ]; then
+		echo "conformance: the suite did not report (see above)"
+		fail 1 conformance
+	else
+		pass "$ok"; [ "$bad" -gt 0 ] && fail "$bad" conformance
+		[ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && fail 1 conformance
 	fi
 	RAN=$((RAN + 1))
 fi

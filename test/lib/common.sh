@@ -122,6 +122,7 @@ mt_copy_tree()
 		--exclude=./results --exclude=./output_iso --exclude=./log \
 		--exclude=./regression.diffs --exclude=./regression.out \
 		--exclude=__pycache__ --exclude='*.pyc' --exclude=./test/fuzz/out \
+		--exclude=node_modules \
 		. | tar -C "$dest" -xf - || mt_die "copying $src to $dest failed"
 }
 
