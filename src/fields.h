@@ -49,8 +49,10 @@ extern char *FieldCoerceTimestamp(const JsonbValue *v, TimestampTz now,
 /* properties: an object; absent becomes {}. */
 extern char *FieldCoerceProperties(const JsonbValue *v, Jsonb **out);
 
-/* Parse an ISO 8601 / RFC 3339 date or date-time (no zone = UTC), truncated
- * to milliseconds.  False when the text is not one. */
+/* Parse a date as Segment reads it where the instant is unambiguous: ISO
+ * 8601 / RFC 3339 (no zone = UTC; "2024", "2024-03" too), "2024/03/01
+ * [time]", RFC 2822 / RFC 1123; truncated to milliseconds.  False when the
+ * text is not one of those. */
 extern bool ParseIsoTimestamp(const char *s, int len, TimestampTz *out);
 
 /* "2021-07-10T05:37:11.000Z" into buf (at least 32 bytes). */

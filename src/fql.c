@@ -15,6 +15,7 @@
  *				 | path op value
  *	  op		:= "=" | "!=" | "<" | "<=" | ">" | ">="
  *	  value		:= string | number | "true" | "false" | "null"
+ *				   (after < <= > >=: a number or a string)
  *
  * Paths are dotted keys (properties.plan, context.groupId, items.0).  A key
  * is made of letters, digits, "_", "-" and non-ASCII characters; a backslash
@@ -36,9 +37,13 @@
  *	  = 5		the value is a number equal to 5 (5 = 5.0)
  *	  = true	the value is that boolean
  *	  = null	the field is missing or null
- *	  !=		exactly "not =": true on a missing field, on another type,
- *				and (with null) true when the field exists and is not null
- *	  < <= > >=	true only when the value is a number (the literal must be one)
+ *	  !=		"not =": true on a missing field, on another type, and
+ *				(with null) true when the field exists and is not null;
+ *				but with a bare number (!= 5) true only when the value is a
+ *				number other than it (Segment's number_not_equals)
+ *	  < <= > >=	true only when the value is a number; the literal is a
+ *				number, or a quoted one that is read as JavaScript's
+ *				Number() reads it (< "10" is < 10; "abc" orders nothing)
  *	  contains(p, s)	the value is a string containing s
  *	  match(p, g)		the value is a string matched whole by the glob g:
  *				* any run, ? one character, [abc] [a-z] [!a-z] [^a-z], \x the
@@ -63,6 +68,7 @@
 #include "postgres.h"
 
 #include "fql.h"
+#include "jsonbval.h"
 #include "path.h"
 
 #include "fmgr.h"
@@ -152,9 +158,14 @@ struct FqlExpr
 	bool		negated;		/* FQL_CONTAINS, FQL_MATCH: the "!" form */
 	const char *str;			/* LIT_STRING, contains' needle, the glob */
 	int			slen;
-	Numeric		num;			/* LIT_NUMBER */
+	Numeric		num;			/* LIT_NUMBER; ordering: Number() of the
+								 * literal, NULL when NaN or infinite */
+	int			inf;			/* ordering: +1 / -1 when Number() of the
+								 * literal is +/-Infinity, else 0 */
 	FqlGlob    *glob;			/* FQL_MATCH */
 };
+
+static Numeric js_string_to_number(const char *s, int len, int *inf);
 
 /* ----------------------------------------------------------------
  * Characters
@@ -600,12 +611,7 @@ advance(FqlParser *p)
 static char *
 snippet(const FqlParser *p, int start, int end)
 {
-	int			n = end - start;
-	int			clip = pg_mbcliplen(p->text + start, n, 40);
-
-	if (clip < n)
-		return psprintf("%.*s...", clip, p->text + start);
-	return pnstrdup(p->text + start, n);
+	return TextExcerpt(p->text + start, end - start, 40);
 }
 
 /* What a token is, for "found ..." */
@@ -1175,9 +1181,20 @@ parse_comparison(FqlParser *p)
 
 	if (e->op != FQL_EQ && e->op != FQL_NE)
 	{
-		if (v->type != T_NUMBER)
+		if (v->type != T_NUMBER && v->type != T_STRING)
 			return fail_tok(p, v, psprintf("a number after \"%s\"",
 										   snippet(p, optok.start, optok.end)));
+		if (v->type == T_STRING)
+		{
+			/* a quoted number: Segment orders against Number("...") */
+			e->lit = LIT_STRING;
+			e->str = string_value(p, v, &e->slen);
+			if (e->str == NULL)
+				return NULL;
+			e->num = js_string_to_number(e->str, e->slen, &e->inf);
+			advance(p);
+			return e;
+		}
 	}
 	if (v->type == T_STRING)
 	{
@@ -1519,6 +1536,99 @@ glob_match(const FqlGlob *g, const char *s, int n)
 	return pi == g->nitems;
 }
 
+/*
+ * JavaScript's Number(s) for the text of a quoted ordering literal
+ * (ECMA-262 StringToNumber): white space around is ignored, "" is 0,
+ * decimal literals with an optional sign and exponent ("10", "-2.5", ".5",
+ * "1.", "1e3"), "Infinity" with an optional sign, and 0x / 0o / 0b
+ * integers.  Returns NULL for NaN (nothing is then ordered against it) and
+ * for infinities (*inf is then +1 or -1; else 0).
+ */
+static Numeric
+js_string_to_number(const char *s, int len, int *inf)
+{
+	int			i = 0;
+	int			base = 0;
+	bool		neg = false;
+	StringInfoData buf;
+	int			ndigits = 0;
+
+	*inf = 0;
+	while (len > 0 && is_space(s[len - 1]))
+		len--;
+	while (i < len && is_space(s[i]))
+		i++;
+	if (i == len)
+		return int64_to_numeric(0);
+	if (len - i > 2 && s[i] == '0' && strchr("xXoObB", s[i + 1]) != NULL)
+	{
+		uint64		v = 0;
+
+		base = (s[i + 1] == 'x' || s[i + 1] == 'X') ? 16 :
+			(s[i + 1] == 'o' || s[i + 1] == 'O') ? 8 : 2;
+		for (i += 2; i < len; i++)
+		{
+			int			d = hexval(s[i]);
+
+			if (d < 0 || d >= base || v > (PG_UINT64_MAX - d) / base)
+				return NULL;	/* NaN, or past what we convert exactly */
+			v = v * base + d;
+		}
+		if (v > (uint64) PG_INT64_MAX)
+			return NULL;
+		return int64_to_numeric((int64) v);
+	}
+	if (s[i] == '+' || s[i] == '-')
+		neg = s[i++] == '-';
+	if (len - i == 8 && strncmp(s + i, "Infinity", 8) == 0)
+	{
+		*inf = neg ? -1 : 1;
+		return NULL;
+	}
+	initStringInfo(&buf);
+	if (neg)
+		appendStringInfoChar(&buf, '-');
+	appendStringInfoChar(&buf, '0');	/* so that ".5" and "1." both read */
+	for (; i < len && is_digit(s[i]); i++, ndigits++)
+		appendStringInfoChar(&buf, s[i]);
+	if (i < len && s[i] == '.')
+	{
+		appendStringInfoChar(&buf, '.');
+		for (i++; i < len && is_digit(s[i]); i++, ndigits++)
+			appendStringInfoChar(&buf, s[i]);
+		appendStringInfoChar(&buf, '0');
+	}
+	if (ndigits == 0)
+		return NULL;
+	if (i < len && (s[i] == 'e' || s[i] == 'E'))
+	{
+		int			start;
+		int			exp = 0;
+
+		appendStringInfoChar(&buf, 'e');
+		i++;
+		if (i < len && (s[i] == '+' || s[i] == '-'))
+			appendStringInfoChar(&buf, s[i++]);
+		start = i;
+		for (; i < len && is_digit(s[i]); i++)
+		{
+			if (exp < FQL_MAX_EXPONENT)
+				exp = exp * 10 + (s[i] - '0');
+			appendStringInfoChar(&buf, s[i]);
+		}
+		if (i == start)
+			return NULL;
+		if (exp >= FQL_MAX_EXPONENT || ndigits > FQL_MAX_NUMBER_LEN)
+			return NULL;		/* a double would be 0 or Infinity: not ordered */
+	}
+	if (i != len)
+		return NULL;
+	return DatumGetNumeric(DirectFunctionCall3(numeric_in,
+											   CStringGetDatum(buf.data),
+											   ObjectIdGetDatum(InvalidOid),
+											   Int32GetDatum(-1)));
+}
+
 /* a jsonb numeric against a literal: <0, 0, >0 */
 static inline int
 num_cmp(Numeric a, Numeric b)
@@ -1538,10 +1648,15 @@ eval_compare(const FqlExpr *e, const JsonbValue *v)
 	{
 		int			c;
 
-		/* ordering: numbers only (the literal is one) */
+		/* ordering: numbers only, against Number() of the literal */
 		if (v == NULL || v->type != jbvNumeric)
 			return false;
-		c = num_cmp(v->val.numeric, e->num);
+		if (e->inf != 0)
+			c = -e->inf;		/* every number is below +Infinity */
+		else if (e->num == NULL)
+			return false;		/* NaN: no order */
+		else
+			c = num_cmp(v->val.numeric, e->num);
 		switch (e->op)
 		{
 			case FQL_LT:
@@ -1565,8 +1680,10 @@ eval_compare(const FqlExpr *e, const JsonbValue *v)
 				  memcmp(v->val.string.val, e->str, e->slen) == 0);
 			break;
 		case LIT_NUMBER:
-			eq = (v != NULL && v->type == jbvNumeric &&
-				  num_cmp(v->val.numeric, e->num) == 0);
+			/* Segment's number_not_equals: a number, other than this one */
+			if (v == NULL || v->type != jbvNumeric)
+				return false;
+			eq = num_cmp(v->val.numeric, e->num) == 0;
 			break;
 		case LIT_TRUE:
 			eq = (v != NULL && v->type == jbvBool && v->val.boolean);

@@ -13,7 +13,9 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "jsonbval.h"
 #include "mapkit.h"
+#include "path.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
@@ -78,7 +80,20 @@ metronome_evaluate(PG_FUNCTION_ARGS)
 	Jsonb	   *event = PG_GETARG_JSONB_P(1);
 	MapNode    *node = cached_mapping(fcinfo, mapping);
 	char	   *err;
-	JsonbValue *res = MapkitEval(node, event, &err);
+	JsonbValue *res;
+
+	/* a Segment event is an object; Segment refuses anything else */
+	if (!JB_ROOT_IS_OBJECT(event))
+	{
+		JsonbValue	root;
+
+		JsonbDocToValue(event, &root);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event must be a JSON object"),
+				 errdetail("The event is %s.", JsonbValueTypeName(&root, true))));
+	}
+	res = MapkitEval(node, event, &err);
 
 	if (err != NULL)
 		ereport(ERROR,

@@ -328,7 +328,7 @@ check_length(const JsonbValue *v, const char *dname, const char *key,
 		fail(cc, loc, "%s: \"%s\" must be a string, got %s", dname, key, describe(v));
 		return false;
 	}
-	n = JsLength(v->val.string.val, v->val.string.len);
+	n = Utf16Length(v->val.string.val, v->val.string.len);
 	if (n < min)
 	{
 		fail(cc, loc, "%s: \"%s\" must not be empty", dname, key);

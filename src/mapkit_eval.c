@@ -30,84 +30,6 @@ typedef struct EvalCtx
 static bool eval(const MapNode *n, const JsonbValue *root, JsonbValue *out, EvalCtx *ec);
 
 /*
- * Is v an object (binary or in memory)?
- */
-bool
-MapkitIsObject(const JsonbValue *v)
-{
-	if (v->type == jbvObject)
-		return true;
-	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
-}
-
-/*
- * Is v an array (binary or in memory, not a raw scalar)?
- */
-bool
-MapkitIsArray(const JsonbValue *v)
-{
-	if (v->type == jbvArray)
-		return !v->val.array.rawScalar;
-	return v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data) &&
-		!JsonContainerIsScalar(v->val.binary.data);
-}
-
-/*
- * One level of a container in memory: a jbvBinary object or array becomes
- * a jbvObject / jbvArray whose members are scalars or jbvBinary.  In-memory
- * containers are returned as they are.
- */
-void
-MapkitExpand(const JsonbValue *v, JsonbValue *out)
-{
-	JsonbContainer *jc;
-	JsonbIterator *it;
-	JsonbValue	val;
-	JsonbIteratorToken tok;
-	int			size;
-	int			i = 0;
-
-	if (v->type != jbvBinary)
-	{
-		*out = *v;
-		return;
-	}
-	jc = v->val.binary.data;
-	size = JsonContainerSize(jc);
-	it = JsonbIteratorInit(jc);
-	if (JsonContainerIsArray(jc))
-	{
-		JsonbValue *elems = palloc(sizeof(JsonbValue) * Max(size, 1));
-
-		while ((tok = JsonbIteratorNext(&it, &val, true)) != WJB_DONE)
-			if (tok == WJB_ELEM && i < size)
-				elems[i++] = val;
-		out->type = jbvArray;
-		out->val.array.rawScalar = false;
-		out->val.array.elems = elems;
-		out->val.array.nElems = i;
-	}
-	else
-	{
-		JsonbPair  *pairs = palloc(sizeof(JsonbPair) * Max(size, 1));
-
-		while ((tok = JsonbIteratorNext(&it, &val, true)) != WJB_DONE)
-		{
-			if (tok == WJB_KEY && i < size)
-			{
-				pairs[i].key = val;
-				pairs[i].order = i;
-			}
-			else if (tok == WJB_VALUE && i < size)
-				pairs[i++].value = val;
-		}
-		out->type = jbvObject;
-		out->val.object.pairs = pairs;
-		out->val.object.nPairs = i;
-	}
-}
-
-/*
  * Parse a path as Segment's get() reads it: PathParse, plus "." (and
  * "$..", which Segment's "$." stripping turns into ".") for the whole value.
  */
@@ -321,7 +243,7 @@ eval_dynamic(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	if (!defined || s.type != jbvString)
 	{
 		ec->err = psprintf("%s: expected string, got %s", dname,
-						   JsTypeName(defined ? &s : NULL));
+						   JsonbValueTypeName(defined ? &s : NULL, false));
 		return false;
 	}
 	if (n->kind == MN_TEMPLATE_DYN)
@@ -493,13 +415,13 @@ eval_arraypath(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 	else if (!eval(n->u.arraypath.source, root, &src, ec))
 		return false;
 
-	if (n->u.arraypath.shape == NULL || !(MapkitIsObject(&src) || MapkitIsArray(&src)))
+	if (n->u.arraypath.shape == NULL || !(JsonbValueIsObject(&src) || JsonbValueIsArray(&src)))
 	{
 		*out = src;
 		return true;
 	}
-	if (MapkitIsArray(&src))
-		MapkitExpand(&src, &items);
+	if (JsonbValueIsArray(&src))
+		JsonbValueExpand(&src, &items);
 	else
 	{
 		items.type = jbvArray;
@@ -602,12 +524,12 @@ flatten_into(PairList *pl, const JsonbValue *v, const char *prefix, int plen,
 	if (stack_is_too_deep())
 		return false;
 	CHECK_FOR_INTERRUPTS();
-	if (!(MapkitIsObject(v) || (!n->u.flatten.omit_arrays && MapkitIsArray(v))))
+	if (!(JsonbValueIsObject(v) || (!n->u.flatten.omit_arrays && JsonbValueIsArray(v))))
 	{
 		pairlist_add(pl, prefix, plen, v);
 		return true;
 	}
-	MapkitExpand(v, &exp);
+	JsonbValueExpand(v, &exp);
 	if (exp.type == jbvArray)
 	{
 		for (i = 0; i < exp.val.array.nElems; i++)
@@ -709,12 +631,12 @@ eval_merge(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 				return false;
 			continue;
 		}
-		if (MapkitIsObject(&v))
+		if (JsonbValueIsObject(&v))
 		{
 			JsonbValue	exp;
 			int			j;
 
-			MapkitExpand(&v, &exp);
+			JsonbValueExpand(&v, &exp);
 			for (j = 0; j < exp.val.object.nPairs; j++)
 				pairlist_add(&pl, exp.val.object.pairs[j].key.val.string.val,
 							 exp.val.object.pairs[j].key.val.string.len,
@@ -745,9 +667,9 @@ eval_transform(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 		empty.val.object.pairs = NULL;
 		root = &empty;
 	}
-	else if (!MapkitIsObject(root))
+	else if (!JsonbValueIsObject(root))
 	{
-		ec->err = psprintf("@transform: data must be an object, got %s", JsTypeName(root));
+		ec->err = psprintf("@transform: data must be an object, got %s", JsonbValueTypeName(root, false));
 		return false;
 	}
 	defined = eval(n->u.transform.apply, root, &applied, ec);
@@ -771,7 +693,7 @@ clean_nulls(const JsonbValue *v, JsonbValue *out, int depth)
 	if (depth > MAPKIT_MAX_DEPTH || stack_is_too_deep())
 		return false;
 	CHECK_FOR_INTERRUPTS();
-	MapkitExpand(v, &exp);
+	JsonbValueExpand(v, &exp);
 	pairs = palloc(sizeof(JsonbPair) * Max(exp.val.object.nPairs, 1));
 	for (i = 0; i < exp.val.object.nPairs; i++)
 	{
@@ -781,7 +703,7 @@ clean_nulls(const JsonbValue *v, JsonbValue *out, int depth)
 			continue;
 		pairs[k].key = p->key;
 		pairs[k].order = k;
-		if (MapkitIsObject(&p->value))
+		if (JsonbValueIsObject(&p->value))
 		{
 			if (!clean_nulls(&p->value, &pairs[k].value, depth + 1))
 				return false;
@@ -807,7 +729,7 @@ eval_exclude_null(const MapNode *n, const JsonbValue *root, JsonbValue *out,
 
 	if (!eval(n->u.arg, root, &v, ec) || v.type == jbvNull)
 		return false;
-	if (MapkitIsObject(&v))
+	if (JsonbValueIsObject(&v))
 	{
 		if (!clean_nulls(&v, out, 1))
 			return too_deep(ec, "@excludeWhenNull");

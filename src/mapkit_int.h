@@ -24,6 +24,7 @@
 
 #include "postgres.h"
 
+#include "jsonbval.h"
 #include "lib/stringinfo.h"
 #include "mapkit.h"
 #include "path.h"
@@ -161,13 +162,8 @@ struct MapNode
 
 /* mapkit_eval.c */
 extern MetPath *MapkitPathParse(const char *text, int len, char **errmsg, int *errpos);
-extern bool MapkitIsObject(const JsonbValue *v);
-extern bool MapkitIsArray(const JsonbValue *v);
-extern void MapkitExpand(const JsonbValue *v, JsonbValue *out);
 
 /* mapkit_js.c */
-extern const char *JsTypeName(const JsonbValue *v);
-extern void JsAppendNumber(StringInfo out, Numeric num);
 extern bool JsAppendString(StringInfo out, const JsonbValue *v);
 extern bool JsLooseEqualsEmpty(const JsonbValue *v);
 extern bool JsAppendJson(StringInfo out, const JsonbValue *v);
@@ -176,7 +172,6 @@ extern void JsReplace(StringInfo out, const char *s, int slen,
 					  const char *pat, int patlen,
 					  const char *rep, int replen,
 					  bool global, bool ignorecase);
-extern int	JsLength(const char *s, int len);
 extern void JsTrim(const char **s, int *len);
 extern char *JsChangeCase(const char *s, int len, bool upper);
 extern bool JsNextPlaceholder(const char *s, int len, int from, int braces,

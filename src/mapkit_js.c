@@ -8,151 +8,26 @@
  *	  equality with "" (@if blank), String.prototype.trim, and string
  *	  lengths counted in UTF-16 units (the @replace limits).
  *
- * Numbers are jsonb numerics, not doubles: they are laid out as JavaScript
- * lays out a number (1.50 -> "1.5", 1e21 -> "1e+21", 0.0000001 -> "1e-7"),
- * but keep every digit they have instead of rounding to 17 significant
- * digits.
+ * Numbers become text as String(n) writes the double JavaScript would hold
+ * (jsnum.c: 1.50 -> "1.5", 1e21 -> "1e+21", 12345678901234567890 ->
+ * "12345678901234567000").
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <locale.h>
-#include <wctype.h>
-
 #include "common/jsonapi.h"
+#include "jsnum.h"
 #include "mapkit_int.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "unicode_case.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 
 /* JSON.parse input whose numbers we refuse to convert (see js_parse_number) */
 #define JS_MAX_NUMBER_LEXEME 1000
 #define JS_MAX_EXPONENT 1000
-
-/*
- * typeof-like name of a value, for messages ("string", "number", "boolean",
- * "null", "object", "array"); NULL is "undefined".
- */
-const char *
-JsTypeName(const JsonbValue *v)
-{
-	if (v == NULL)
-		return "undefined";
-	switch (v->type)
-	{
-		case jbvNull:
-			return "null";
-		case jbvString:
-			return "string";
-		case jbvNumeric:
-			return "number";
-		case jbvBool:
-			return "boolean";
-		case jbvObject:
-			return "object";
-		case jbvArray:
-			return "array";
-		case jbvBinary:
-			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
-		default:
-			return "value";
-	}
-}
-
-/*
- * Append a numeric as JavaScript's Number.prototype.toString lays it out
- * (ECMA-262 Number::toString): plain digits up to 21 integer digits, "0.000ddd"
- * down to 1e-7, exponent notation ("1.5e+21", "1e-7") outside that range.
- */
-void
-JsAppendNumber(StringInfo out, Numeric num)
-{
-	char	   *txt = DatumGetCString(DirectFunctionCall1(numeric_out,
-														  NumericGetDatum(num)));
-	const char *p = txt;
-	bool		neg = false;
-	char	   *digits;
-	int			ndigits = 0;
-	int			point = 0;		/* digits before the decimal point */
-	bool		seen_point = false;
-	int			first;
-	int			k;
-	int			n;
-
-	if (*p == '-')
-	{
-		neg = true;
-		p++;
-	}
-	digits = palloc(strlen(p) + 1);
-	for (; *p; p++)
-	{
-		if (*p == '.')
-			seen_point = true;
-		else if (*p >= '0' && *p <= '9')
-		{
-			digits[ndigits++] = *p;
-			if (!seen_point)
-				point++;
-		}
-		/* numeric_out never writes exponents or NaN for jsonb values */
-	}
-
-	/* strip leading zeros (moving the point) and trailing zeros */
-	first = 0;
-	while (first < ndigits && digits[first] == '0')
-	{
-		first++;
-		point--;
-	}
-	while (ndigits > first && digits[ndigits - 1] == '0')
-		ndigits--;
-	k = ndigits - first;
-	if (k == 0)
-	{
-		appendStringInfoChar(out, '0');	/* also -0 */
-		pfree(digits);
-		pfree(txt);
-		return;
-	}
-	n = point;					/* value = 0.d1d2...dk * 10^n */
-
-	if (neg)
-		appendStringInfoChar(out, '-');
-	if (k <= n && n <= 21)
-	{
-		appendBinaryStringInfo(out, digits + first, k);
-		for (; n > k; n--)
-			appendStringInfoChar(out, '0');
-	}
-	else if (0 < n && n <= 21)
-	{
-		appendBinaryStringInfo(out, digits + first, n);
-		appendStringInfoChar(out, '.');
-		appendBinaryStringInfo(out, digits + first + n, k - n);
-	}
-	else if (-6 < n && n <= 0)
-	{
-		appendStringInfoString(out, "0.");
-		for (; n < 0; n++)
-			appendStringInfoChar(out, '0');
-		appendBinaryStringInfo(out, digits + first, k);
-	}
-	else
-	{
-		appendStringInfoChar(out, digits[first]);
-		if (k > 1)
-		{
-			appendStringInfoChar(out, '.');
-			appendBinaryStringInfo(out, digits + first + 1, k - 1);
-		}
-		appendStringInfo(out, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
-	}
-	pfree(digits);
-	pfree(txt);
-}
 
 /*
  * Append the elements of an array joined with "," (Array.prototype.join):
@@ -165,7 +40,7 @@ js_append_array(StringInfo out, const JsonbValue *arr)
 	JsonbValue	exp;
 	int			i;
 
-	MapkitExpand(arr, &exp);
+	JsonbValueExpand(arr, &exp);
 	for (i = 0; i < exp.val.array.nElems; i++)
 	{
 		if (i > 0)
@@ -195,13 +70,13 @@ JsAppendString(StringInfo out, const JsonbValue *v)
 			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
 			break;
 		case jbvNumeric:
-			JsAppendNumber(out, v->val.numeric);
+			JsAppendNumberText(out, v->val.numeric, false);
 			break;
 		case jbvBool:
 			appendStringInfoString(out, v->val.boolean ? "true" : "false");
 			break;
 		default:
-			if (MapkitIsArray(v))
+			if (JsonbValueIsArray(v))
 				return js_append_array(out, v);
 			appendStringInfoString(out, "[object Object]");
 			break;
@@ -234,7 +109,7 @@ js_array_string_is_empty(const JsonbValue *arr)
 		const JsonbValue *e;
 
 		CHECK_FOR_INTERRUPTS();
-		MapkitExpand(&cur, &exp);
+		JsonbValueExpand(&cur, &exp);
 		if (exp.val.array.nElems == 0)
 			return true;
 		if (exp.val.array.nElems > 1)
@@ -244,7 +119,7 @@ js_array_string_is_empty(const JsonbValue *arr)
 			return true;
 		if (e->type == jbvString)
 			return e->val.string.len == 0;
-		if (!MapkitIsArray(e))
+		if (!JsonbValueIsArray(e))
 			return false;		/* numbers, booleans, "[object Object]" */
 		cur = *e;
 	}
@@ -269,7 +144,7 @@ JsLooseEqualsEmpty(const JsonbValue *v)
 		case jbvNull:
 			return false;
 		default:
-			return MapkitIsArray(v) ? js_array_string_is_empty(v) : false;
+			return JsonbValueIsArray(v) ? js_array_string_is_empty(v) : false;
 	}
 }
 
@@ -350,7 +225,7 @@ JsAppendJson(StringInfo out, const JsonbValue *v)
 			js_append_quoted(out, v->val.string.val, v->val.string.len);
 			return true;
 		case jbvNumeric:
-			JsAppendNumber(out, v->val.numeric);
+			JsAppendNumberText(out, v->val.numeric, true);
 			return true;
 		case jbvBool:
 			appendStringInfoString(out, v->val.boolean ? "true" : "false");
@@ -358,7 +233,7 @@ JsAppendJson(StringInfo out, const JsonbValue *v)
 		default:
 			break;
 	}
-	MapkitExpand(v, &exp);
+	JsonbValueExpand(v, &exp);
 	if (exp.type == jbvArray)
 	{
 		appendStringInfoChar(out, '[');
@@ -618,56 +493,74 @@ js_char(const char *s, int avail, int *len)
 }
 
 /*
- * The C.UTF-8 locale, for case mappings that do not depend on the
- * database's locale (JavaScript's do not); (locale_t) 0 when the system has
- * none, and then only ASCII letters change case.
+ * The full case mapping of a code point from the generated table: the
+ * number of code points it maps to (1 to 3, into to[]), 0 when it maps to
+ * itself.
  */
-static locale_t
-js_ctype_locale(void)
+static int
+js_case_lookup(pg_wchar c, bool upper, const uint32 **to)
 {
-	static bool tried = false;
-	static locale_t loc = (locale_t) 0;
+	const JsCaseMapping *tab = upper ? js_upper_mappings : js_lower_mappings;
+	int			lo = 0;
+	int			hi = (upper ? lengthof(js_upper_mappings) : lengthof(js_lower_mappings)) - 1;
 
-	if (!tried)
+	while (lo <= hi)
 	{
-		tried = true;
-		loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
+		int			mid = (lo + hi) / 2;
+
+		if (tab[mid].code == c)
+		{
+			*to = tab[mid].to;
+			return tab[mid].n;
+		}
+		if (tab[mid].code < c)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
 	}
-	return loc;
+	return 0;
 }
 
 /*
- * Upper or lower case of a code point (Unicode simple case mapping).
+ * Is c in one of the ranges?
  */
-static pg_wchar
-js_case(pg_wchar c, bool upper)
+static bool
+js_in_ranges(pg_wchar c, const JsCodeRange *r, int n)
 {
-	locale_t	loc;
+	int			lo = 0;
+	int			hi = n - 1;
 
-	if (c < 128)
+	while (lo <= hi)
 	{
-		if (upper && c >= 'a' && c <= 'z')
-			return c - 'a' + 'A';
-		if (!upper && c >= 'A' && c <= 'Z')
-			return c - 'A' + 'a';
-		return c;
+		int			mid = (lo + hi) / 2;
+
+		if (c < r[mid].first)
+			hi = mid - 1;
+		else if (c > r[mid].last)
+			lo = mid + 1;
+		else
+			return true;
 	}
-	if (GetDatabaseEncoding() != PG_UTF8 || sizeof(wchar_t) < 4 ||
-		(loc = js_ctype_locale()) == (locale_t) 0)
-		return c;
-	return (pg_wchar) (upper ? towupper_l((wint_t) c, loc) : towlower_l((wint_t) c, loc));
+	return false;
 }
 
 /*
- * Case-fold a code point the way a JavaScript /i regular expression does:
- * to upper case, except that a non-ASCII letter never folds to ASCII.
+ * Case-fold a code point the way a JavaScript /i regular expression does
+ * (ECMA-262 Canonicalize without the u flag): its upper case when that is
+ * one code point, except that a non-ASCII letter never folds to ASCII.
  */
 static pg_wchar
 js_fold(pg_wchar c)
 {
-	pg_wchar	u = js_case(c, true);
+	const uint32 *to;
+	pg_wchar	u;
 
-	return (c >= 128 && u < 128) ? c : u;
+	if (c < 128)
+		return (c >= 'a' && c <= 'z') ? c - 'a' + 'A' : c;
+	if (GetDatabaseEncoding() != PG_UTF8 || js_case_lookup(c, true, &to) != 1)
+		return c;
+	u = to[0];
+	return u < 128 ? c : u;
 }
 
 /*
@@ -794,25 +687,6 @@ JsReplace(StringInfo out, const char *s, int slen, const char *pat, int patlen,
 }
 
 /*
- * Length of a string as JavaScript counts it (UTF-16 code units).
- */
-int
-JsLength(const char *s, int len)
-{
-	int			n = 0;
-	int			i = 0;
-
-	while (i < len)
-	{
-		int			l = Min(pg_mblen(s + i), len - i);
-
-		n += (GetDatabaseEncoding() == PG_UTF8 && l == 4) ? 2 : 1;
-		i += l;
-	}
-	return n;
-}
-
-/*
  * Is the character at s (l bytes) whitespace for String.prototype.trim?
  */
 static bool
@@ -868,34 +742,101 @@ JsTrim(const char **s, int *len)
 }
 
 /*
- * toLowerCase / toUpperCase: Unicode simple case mappings, the same in
- * every database (in a database that is not UTF-8, ASCII letters only).
+ * Final_Sigma (Unicode's one context rule that toLowerCase applies): is
+ * the capital sigma at cps[i] preceded by a cased letter and not followed
+ * by one, case-ignorable characters between them skipped?
+ */
+static bool
+js_final_sigma(const pg_wchar *cps, int n, int i)
+{
+	int			j;
+	bool		before = false;
+
+	for (j = i - 1; j >= 0; j--)
+	{
+		if (js_in_ranges(cps[j], js_case_ignorable_ranges, lengthof(js_case_ignorable_ranges)))
+			continue;
+		before = js_in_ranges(cps[j], js_cased_ranges, lengthof(js_cased_ranges));
+		break;
+	}
+	if (!before)
+		return false;
+	for (j = i + 1; j < n; j++)
+	{
+		if (js_in_ranges(cps[j], js_case_ignorable_ranges, lengthof(js_case_ignorable_ranges)))
+			continue;
+		return !js_in_ranges(cps[j], js_cased_ranges, lengthof(js_cased_ranges));
+	}
+	return true;
+}
+
+/*
+ * toUpperCase / toLowerCase: Unicode's full case mappings as JavaScript
+ * applies them ("straße" -> "STRASSE", final sigma), from the generated
+ * table (unicode_case.h), the same on every system and in every locale.
+ * In a database that is not UTF-8, ASCII letters only.
  */
 char *
 JsChangeCase(const char *s, int len, bool upper)
 {
 	StringInfoData buf;
+	pg_wchar   *cps;
+	int			n = 0;
 	int			i = 0;
+	int			k;
 
 	initStringInfo(&buf);
+	if (GetDatabaseEncoding() != PG_UTF8)
+	{
+		for (i = 0; i < len; i++)
+		{
+			char		c = s[i];
+
+			if (upper && c >= 'a' && c <= 'z')
+				c = c - 'a' + 'A';
+			else if (!upper && c >= 'A' && c <= 'Z')
+				c = c - 'A' + 'a';
+			appendStringInfoChar(&buf, c);
+		}
+		return buf.data;
+	}
+
+	/* code points first: the sigma rule looks at both sides */
+	cps = palloc(sizeof(pg_wchar) * Max(len, 1));
 	while (i < len)
 	{
 		int			l = Min(pg_mblen(s + i), len - i);
 
-		if (l == 1)
-			appendStringInfoChar(&buf, (char) js_case((unsigned char) s[i], upper));
-		else if (GetDatabaseEncoding() == PG_UTF8)
-		{
-			unsigned char out[8];
-			pg_wchar	c = js_case(utf8_to_unicode((const unsigned char *) s + i), upper);
-
-			unicode_to_utf8(c, out);
-			appendBinaryStringInfo(&buf, (char *) out, pg_utf_mblen(out));
-		}
-		else
-			appendBinaryStringInfo(&buf, s + i, l);
+		cps[n++] = l == 1 ? (unsigned char) s[i] : utf8_to_unicode((const unsigned char *) s + i);
 		i += l;
 	}
+	for (i = 0; i < n; i++)
+	{
+		const uint32 *to;
+		int			m;
+		pg_wchar	one;
+
+		if (!upper && cps[i] == 0x03A3 && js_final_sigma(cps, n, i))
+		{
+			one = 0x03C2;		/* final small sigma */
+			to = &one;
+			m = 1;
+		}
+		else if ((m = js_case_lookup(cps[i], upper, &to)) == 0)
+		{
+			one = cps[i];
+			to = &one;
+			m = 1;
+		}
+		for (k = 0; k < m; k++)
+		{
+			unsigned char out[8];
+
+			unicode_to_utf8(to[k], out);
+			appendBinaryStringInfo(&buf, (char *) out, pg_utf_mblen(out));
+		}
+	}
+	pfree(cps);
 	return buf.data;
 }
 

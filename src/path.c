@@ -9,13 +9,16 @@
  * container in place (binary search on object keys, direct array access),
  * so an event is never re-parsed or copied.  A segment that is a canonical
  * non-negative integer indexes arrays and names a key of objects, as in
- * JavaScript.
+ * JavaScript.  As in lodash, "length" after an array or a string is its
+ * length (a string's in UTF-16 units); an object's own key "length" is an
+ * ordinary key.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "path.h"
+#include "jsonbval.h"
 
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -230,6 +233,22 @@ PathFromKeys(int nkeys, char **keys, int *keylens)
 static bool
 step(const JsonbValue *cur, const MetPathSeg *seg, JsonbValue *next)
 {
+	/* lodash reads JavaScript properties: an array's or a string's length */
+	if (seg->keylen == 6 && memcmp(seg->key, "length", 6) == 0 &&
+		(cur->type == jbvString || JsonbValueIsArray(cur)))
+	{
+		int64		n;
+
+		if (cur->type == jbvString)
+			n = Utf16Length(cur->val.string.val, cur->val.string.len);
+		else if (cur->type == jbvArray)
+			n = cur->val.array.nElems;
+		else
+			n = JsonContainerSize(cur->val.binary.data);
+		next->type = jbvNumeric;
+		next->val.numeric = int64_to_numeric(n);
+		return true;
+	}
 	if (cur->type == jbvBinary)
 	{
 		JsonbContainer *jc = cur->val.binary.data;

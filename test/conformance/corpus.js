@@ -112,7 +112,7 @@ const LITERALS = {
 for (const op of OPS) {
   for (const [ln, lit] of Object.entries(LITERALS)) {
     // ordering needs a number, bare or quoted (Segment converts with Number())
-    if (!['=', '!='].includes(op) && !/^(n|s1200|s10)/.test(ln)) continue
+    if (!['=', '!='].includes(op) && !['n1200', 'n10', 'nfrac', 'nneg', 's1200', 's10'].includes(ln)) continue
     for (const [vn, val] of Object.entries(VALUES)) {
       const opname = { '=': 'eq', '!=': 'ne', '<': 'lt', '<=': 'le', '>': 'gt', '>=': 'ge' }[op]
       add('fql', `value-${opname}-${ln}-${vn}`, {
@@ -124,6 +124,21 @@ for (const op of OPS) {
     }
   }
 }
+// quoted literals of every form Number() reads, against a few values
+const ORD_LITERALS = { sspace: '" 10 "', sexp: '"1e1"', shex: '"0xA"', sempty: '""', sabc: '"abc"', sfrac: '".5"', sinf: '"Infinity"', sneg: '"-3"', splus: '"+10"', sdot: '"10."' }
+for (const op of ['<', '>=']) {
+  for (const [ln, lit] of Object.entries(ORD_LITERALS)) {
+    for (const [vn, val] of Object.entries({ n5: 5, n10: 10, n1200: 1200, nneg: -3, s10: '10', missing: undefined })) {
+      add('fql', `ord-${op === '<' ? 'lt' : 'ge'}-${ln}-${vn}`, {
+        subscription: `properties.value ${op} ${lit}`,
+        patch: (e) => {
+          if (val !== undefined) e.properties.value = val
+        }
+      })
+    }
+  }
+}
+
 // the fields Segment's parser knows, with = and !=
 const FQL_FIELDS = [
   ['type-eq', 'type = "track"', (e) => {}],
@@ -260,6 +275,11 @@ const TEXT_VALUES = {
   obj: { a: 1 },
   arr1: ['acme'],
   arr1num: [7],
+  arr1true: [true],
+  arr1null: [null],
+  arr1empty: [''],
+  arr1nested: [['a']],
+  arr1obj: [{ a: 1 }],
   arr2: ['a', 'b'],
   arr0: [],
   unicode: 'ça-été-😀'
