@@ -572,6 +572,26 @@ function casesSql() {
   return cases.map((c) => `SELECT conf_case(${q(c.id)}, ${q(c.subscription)}, ${q(toJson(c.mapping))}, ${q(toJson(c.event))});`).join('\n') + '\n'
 }
 
+/* ---------------------------------------------------------------- quirk */
+
+// well-formed FQL that Segment's parser misreads (we read it as written)
+const QUIRKS = [
+  ['and-or-mixed', 'type = "identify" and event = "Other" or event = "API Call"'],
+  ['or-and-mixed', 'event = "API Call" or type = "identify" and event = "Other"'],
+  ['not-word', 'not event = "API Call"'],
+  ['not-paren', '!(event = "API Call")'],
+  ['nested-parens', 'type = "track" and ((event = "Other") or (event = "API Call"))'],
+  ['any-path', 'messageId != null'],
+  ['any-path-anonymous', 'anonymousId = "anon-1"'],
+  ['glob-middle', 'match(event, "A*l")'],
+  ['glob-none', 'match(event, "API Call")'],
+  ['glob-question', 'match(event, "API Cal?")'],
+  ['event-number', 'event = 2024'],
+  ['string-escape', 'properties.q = "say \\"hi\\""']
+]
+for (const [n, sub] of QUIRKS) add('quirk', n, { subscription: sub, patch: (e) => { e.properties.q = 'say "hi"' } })
+add('quirk', 'event-number-match', { subscription: 'event = 2024', patch: (e) => { e.event = '2024' } })
+
 module.exports = { cases, casesJson, casesSql, PRESET }
 
 // node corpus.js [--sql] [OUT]: the corpus as JSON (or as SQL) into OUT or stdout
