@@ -216,8 +216,9 @@ SELECT length(metronome_evaluate('{"@template": "{{{t}}}"}',
        length(metronome_evaluate('{"@template": {"@path": "$.t"}}',
                                  jsonb_build_object('t', repeat('{', 1024 * 1024)))::text) AS braces_dyn_1mb;
 
--- A transaction_id of 1M characters (2 MB), or a number of 201 digits:
--- refused, with the field named and its length in characters.
+-- A transaction_id of 1M characters (2 MB): refused, with the field named
+-- and its length in characters.  A number of 201 digits becomes its text as
+-- JavaScript's String() writes it ("1e+200"), as for Segment.
 SELECT mapping, transaction_id, error
   FROM metronome_map(jsonb_build_object('type', 'hostile', 'customer', 'c1', 'p', '{}'::jsonb,
                                         'id', repeat('é', 1024 * 1024)));

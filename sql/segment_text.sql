@@ -21,7 +21,6 @@ SELECT n,
                ('1.7976931348623157e308'), ('1e400'), ('-0'), ('-2.5e-10'), ('123')) AS t(n);
 
 -- the string fields: customer_id and event_type from numbers and arrays
-CREATE TEMP TABLE fields_events (n serial, event jsonb);
 INSERT INTO metronome_mappings (name, customer_id, event_type)
 VALUES ('text_fields', '{"@path": "$.properties.c"}', '{"@template": "e-{{properties.c}}"}');
 SELECT v, m.customer_id, m.event_type, m.error
@@ -29,10 +28,12 @@ SELECT v, m.customer_id, m.event_type, m.error
                ('[null]'), ('[""]'), ('[["a"]]'), ('[{"a": 1}]'), ('["a", "b"]'), ('[]')) AS t(v),
        LATERAL metronome_map(jsonb_build_object('type', 'track', 'messageId', 'm-' || v,
            'timestamp', '2024-03-01T00:00:00Z', 'properties', jsonb_build_object('c', v::jsonb))) AS m;
--- the preset with context.groupId as a one-element array
-SELECT customer_id, error FROM metronome_map('{"type": "track", "event": "e", "messageId": "m-arr",
-    "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": ["acme"]}}') WHERE mapping = 'text_fields';
 DELETE FROM metronome_mappings WHERE name = 'text_fields';
+-- the preset with context.groupId as a one-element array
+INSERT INTO metronome_mappings (name) VALUES ('preset_arr');
+SELECT customer_id, error FROM metronome_map('{"type": "track", "event": "e", "messageId": "m-arr",
+    "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": ["acme"]}}') WHERE mapping = 'preset_arr';
+DELETE FROM metronome_mappings WHERE name = 'preset_arr';
 
 -- @case: full case mappings, final sigma, the same in every locale
 SELECT s,

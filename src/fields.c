@@ -24,6 +24,7 @@
 #include "fields.h"
 #include "jsnum.h"
 #include "jsonbval.h"
+#include "rfc3339.h"
 
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -512,36 +513,13 @@ FieldCoerceProperties(const JsonbValue *v, Jsonb **out)
 }
 
 /*
- * Format as UTC with milliseconds: 2021-07-10T05:37:11.000Z.
+ * Format as UTC with milliseconds: 2021-07-10T05:37:11.000Z (rfc3339.h);
+ * years past 9999 as "a date after 9999-12-31".
  */
 void
 FormatTimestampMs(TimestampTz ts, char *buf)
 {
-	int64		days;
-	int64		time;
-	int			year,
-				mon,
-				mday;
-	int			hour,
-				min,
-				sec,
-				msec;
-
-	days = ts / USECS_PER_DAY;
-	time = ts % USECS_PER_DAY;
-	if (time < 0)
-	{
-		time += USECS_PER_DAY;
-		days--;
-	}
-	j2date((int) (days + POSTGRES_EPOCH_JDATE), &year, &mon, &mday);
-	hour = (int) (time / USECS_PER_HOUR);
-	time -= (int64) hour * USECS_PER_HOUR;
-	min = (int) (time / USECS_PER_MINUTE);
-	time -= (int64) min * USECS_PER_MINUTE;
-	sec = (int) (time / USECS_PER_SEC);
-	time -= (int64) sec * USECS_PER_SEC;
-	msec = (int) (time / 1000);
-	snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-			 year, mon, mday, hour, min, sec, msec);
+	/* PostgreSQL's epoch (2000-01-01) to the Unix epoch, in microseconds */
+	if (!Rfc3339FormatMs((int64_t) ts + UNIX_TO_PG_EPOCH_MS * 1000, buf))
+		strlcpy(buf, ts < 0 ? "a date before 0000-01-01" : "a date after 9999-12-31", 32);
 }

@@ -1604,11 +1604,15 @@ js_string_to_number(const char *s, int len, int *inf)
 	{
 		int			start;
 		int			exp = 0;
+		bool		negexp = false;
 
 		appendStringInfoChar(&buf, 'e');
 		i++;
 		if (i < len && (s[i] == '+' || s[i] == '-'))
+		{
+			negexp = s[i] == '-';
 			appendStringInfoChar(&buf, s[i++]);
+		}
 		start = i;
 		for (; i < len && is_digit(s[i]); i++)
 		{
@@ -1616,12 +1620,19 @@ js_string_to_number(const char *s, int len, int *inf)
 				exp = exp * 10 + (s[i] - '0');
 			appendStringInfoChar(&buf, s[i]);
 		}
-		if (i == start)
+		if (i == start || i != len)
 			return NULL;
-		if (exp >= FQL_MAX_EXPONENT || ndigits > FQL_MAX_NUMBER_LEN)
-			return NULL;		/* a double would be 0 or Infinity: not ordered */
+		if (exp >= FQL_MAX_EXPONENT)
+		{
+			/* past any double: 0, or Infinity unless the digits are zeros */
+			if (negexp || strspn(buf.data + (neg ? 1 : 0), "0.") >=
+				strcspn(buf.data + (neg ? 1 : 0), "e"))
+				return int64_to_numeric(0);
+			*inf = neg ? -1 : 1;
+			return NULL;
+		}
 	}
-	if (i != len)
+	if (i != len || ndigits > FQL_MAX_NUMBER_LEN)
 		return NULL;
 	return DatumGetNumeric(DirectFunctionCall3(numeric_in,
 											   CStringGetDatum(buf.data),
