@@ -5,8 +5,13 @@
  *	  runtime, reproduced on JsonbValues: how a value becomes text (template
  *	  placeholders, String(number)), JSON.stringify and JSON.parse (@json),
  *	  String.prototype.replace with an escaped pattern (@replace), loose
- *	  equality with "" (@if blank), String.prototype.trim, and string
- *	  lengths counted in UTF-16 units (the @replace limits).
+ *	  equality with "" (@if blank), String.prototype.trim, and
+ *	  toUpperCase / toLowerCase (@case; Unicode's full case mappings from
+ *	  the generated unicode_case.h, final sigma included, the same on every
+ *	  system and in every locale).
+ *
+ * The helpers on JsonbValues it shares with the evaluator are below both,
+ * in jsonbval.c; the evaluator calls this file, never the other way.
  *
  * Numbers become text as String(n) writes the double JavaScript would hold
  * (jsnum.c: 1.50 -> "1.5", 1e21 -> "1e+21", 12345678901234567890 ->

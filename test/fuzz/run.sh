@@ -178,7 +178,7 @@ build_pg()
 	local f src obj objs=() pids=() bad=0
 	local flags=("${CFLAGS[@]}" "${SAN_FLAGS[@]}" -fsanitize=fuzzer-no-link -fPIC
 		-isystem "$PG_INC" -I"$ROOT_DIR/src")
-	for f in fql.c path.c mapkit.c mapkit_compile.c mapkit_eval.c mapkit_js.c fields.c fuzz_pg.c; do
+	for f in fql.c path.c mapkit.c mapkit_compile.c mapkit_eval.c mapkit_js.c fields.c jsnum.c jsonbval.c fuzz_pg.c; do
 		src=$ROOT_DIR/src/$f
 		[ "$f" = fuzz_pg.c ] && src=$FUZZ_DIR/$f
 		obj=$BUILD/pg_${f%.c}.o
