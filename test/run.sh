@@ -118,6 +118,11 @@ mt_find_pg_config
 case "$ONLY " in
 	*" fuzz "*) [ -f "$ROOT_DIR/test/fuzz/run.sh" ] && MT_EXTRA_PACKAGES="clang libclang-rt-dev" ;;
 esac
+# the conformance suite runs Segment's code on Node.js (Debian's packages
+# only where there is no node at all: another install may bring its own npm)
+case "$ONLY " in
+	*" conformance "*) command -v node >/dev/null 2>&1 || MT_EXTRA_PACKAGES="${MT_EXTRA_PACKAGES:-} nodejs npm" ;;
+esac
 mt_ensure_packages
 if [ "$VALGRIND" -eq 1 ]; then
 	# shellcheck source=lib/valgrind.sh
