@@ -44,6 +44,13 @@ const char *const MetFieldNames[NUM_FIELDS] = {
 #define UNIX_TO_PG_EPOCH_MS \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000)
 
+static bool ts_read_time(const char *s, int len, int *i, int *hour, int *min, int *sec, int *msec);
+static bool ts_read_offset(const char *s, int len, int *i, int *offset_sec);
+static bool ts_make_instant(int year, int mon, int mday, int hour, int min, int sec, int msec,
+							int offset_sec, TimestampTz *out);
+static bool ts_parse_rfc2822(const char *s, int len, TimestampTz *out);
+static const char *ts_refusal(const char *s, int len);
+
 /*
  * Undefined, null and "" are absent at the top level of a field.
  */
@@ -142,7 +149,7 @@ read_digits(const char *s, int len, int *i, int n, int *out)
  * Digits past milliseconds are truncated.
  */
 static bool
-read_time(const char *s, int len, int *i, int *hour, int *min, int *sec, int *msec)
+ts_read_time(const char *s, int len, int *i, int *hour, int *min, int *sec, int *msec)
 {
 	*sec = *msec = 0;
 	if (!read_digits(s, len, i, 2, hour) || *i >= len || s[(*i)++] != ':' ||
@@ -180,7 +187,7 @@ read_time(const char *s, int len, int *i, int *hour, int *min, int *sec, int *ms
  * Read a numeric zone offset at s[*i]: +HH:MM, +HHMM or +HH (or -).
  */
 static bool
-read_offset(const char *s, int len, int *i, int *offset_sec)
+ts_read_offset(const char *s, int len, int *i, int *offset_sec)
 {
 	int			sign = s[(*i)++] == '-' ? -1 : 1;
 	int			oh,
@@ -204,7 +211,7 @@ read_offset(const char *s, int len, int *i, int *offset_sec)
  * next day's 00:00.
  */
 static bool
-make_instant(int year, int mon, int mday, int hour, int min, int sec, int msec,
+ts_make_instant(int year, int mon, int mday, int hour, int min, int sec, int msec,
 			 int offset_sec, TimestampTz *out)
 {
 	int64		days;
@@ -231,7 +238,7 @@ make_instant(int year, int mon, int mday, int hour, int min, int sec, int msec,
  * given, is not checked (JavaScript ignores it).
  */
 static bool
-parse_rfc2822(const char *s, int len, TimestampTz *out)
+ts_parse_rfc2822(const char *s, int len, TimestampTz *out)
 {
 	static const char *const months[] = {"jan", "feb", "mar", "apr", "may", "jun",
 	"jul", "aug", "sep", "oct", "nov", "dec"};
@@ -290,7 +297,7 @@ parse_rfc2822(const char *s, int len, TimestampTz *out)
 	i += 3;
 	if (i >= len || s[i++] != ' ' || !read_digits(s, len, &i, 4, &year) ||
 		i >= len || s[i++] != ' ' ||
-		!read_time(s, len, &i, &hour, &min, &sec, &msec))
+		!ts_read_time(s, len, &i, &hour, &min, &sec, &msec))
 		return false;
 	if (i < len)
 	{
@@ -312,14 +319,14 @@ parse_rfc2822(const char *s, int len, TimestampTz *out)
 		{
 			int			extra;
 
-			if (!read_offset(s, len, &i, &extra))
+			if (!ts_read_offset(s, len, &i, &extra))
 				return false;
 			offset_sec += extra;
 		}
 		if (i != len)
 			return false;
 	}
-	return make_instant(year, mon, mday, hour, min, sec, msec, offset_sec, out);
+	return ts_make_instant(year, mon, mday, hour, min, sec, msec, offset_sec, out);
 }
 
 /*
@@ -329,7 +336,7 @@ parse_rfc2822(const char *s, int len, TimestampTz *out)
  *		by Z or an offset (+HH:MM, +HHMM, +HH); no zone means UTC;
  *	  YYYY/MM/DD, optionally followed by a space and HH:MM[:SS[.fraction]]
  *		(UTC);
- *	  RFC 2822 / RFC 1123 (see parse_rfc2822).
+ *	  RFC 2822 / RFC 1123 (see ts_parse_rfc2822).
  * 24:00 (with zero seconds) is the next day's 00:00.  Digits past
  * milliseconds are truncated.  Impossible dates (Feb 30), numeric strings
  * and years past 9999 are refused: Segment's parsers roll them over or
@@ -360,24 +367,24 @@ ParseIsoTimestamp(const char *s, int len, TimestampTz *out)
 
 	if (len > 0 && (isalpha((unsigned char) s[0]) ||
 					(len > 2 && (s[1] == ' ' || s[2] == ' '))))
-		return parse_rfc2822(s, len, out);
+		return ts_parse_rfc2822(s, len, out);
 
 	if (!read_digits(s, len, &i, 4, &year))
 		return false;
 	if (i == len)
-		return make_instant(year, 1, 1, 0, 0, 0, 0, 0, out);
+		return ts_make_instant(year, 1, 1, 0, 0, 0, 0, 0, out);
 	sep = s[i++];
 	if ((sep != '-' && sep != '/') || !read_digits(s, len, &i, 2, &mon))
 		return false;
 	if (i == len)
-		return sep == '-' && make_instant(year, mon, 1, 0, 0, 0, 0, 0, out);
+		return sep == '-' && ts_make_instant(year, mon, 1, 0, 0, 0, 0, 0, out);
 	if (s[i++] != sep || !read_digits(s, len, &i, 2, &mday))
 		return false;
 
 	if (i < len && (s[i] == ' ' || (sep == '-' && (s[i] == 'T' || s[i] == 't'))))
 	{
 		i++;
-		if (!read_time(s, len, &i, &hour, &min, &sec, &msec))
+		if (!ts_read_time(s, len, &i, &hour, &min, &sec, &msec))
 			return false;
 
 		/* the zone */
@@ -385,13 +392,13 @@ ParseIsoTimestamp(const char *s, int len, TimestampTz *out)
 			i++;
 		else if (sep == '-' && i < len && (s[i] == '+' || s[i] == '-'))
 		{
-			if (!read_offset(s, len, &i, &offset_sec))
+			if (!ts_read_offset(s, len, &i, &offset_sec))
 				return false;
 		}
 	}
 	if (i != len)
 		return false;
-	return make_instant(year, mon, mday, hour, min, sec, msec, offset_sec, out);
+	return ts_make_instant(year, mon, mday, hour, min, sec, msec, offset_sec, out);
 }
 
 /*
@@ -399,7 +406,7 @@ ParseIsoTimestamp(const char *s, int len, TimestampTz *out)
  * event at a wrong instant), or NULL when there is nothing more to say.
  */
 static const char *
-timestamp_refusal(const char *s, int len)
+ts_refusal(const char *s, int len)
 {
 	int			i = 0;
 	int			ndig = 0;
@@ -449,7 +456,7 @@ FieldCoerceTimestamp(const JsonbValue *v, TimestampTz now, TimestampTz *out)
 	{
 		if (!ParseIsoTimestamp(v->val.string.val, v->val.string.len, &ts))
 		{
-			const char *why = timestamp_refusal(v->val.string.val, v->val.string.len);
+			const char *why = ts_refusal(v->val.string.val, v->val.string.len);
 
 			return psprintf("timestamp \"%.*s\" is not a valid date%s%s",
 							pg_mbcliplen(v->val.string.val, v->val.string.len, 64),

@@ -30,6 +30,10 @@
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 
+static int	js_case_lookup(pg_wchar c, bool upper, const uint32 **to);
+static bool js_in_ranges(pg_wchar c, const JsCodeRange *r, int n);
+static bool js_final_sigma(const pg_wchar *cps, int n, int i);
+
 /* JSON.parse input whose numbers we refuse to convert (see js_parse_number) */
 #define JS_MAX_NUMBER_LEXEME 1000
 #define JS_MAX_EXPONENT 1000
