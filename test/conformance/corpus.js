@@ -466,6 +466,7 @@ D('arraypath-notarray', { '@arrayPath': ['$.properties.plan', { x: { '@path': '$
 D('arraypath-object', { '@arrayPath': ['$.properties.o', { x: { '@path': '$.y' } }] }, (e) => { e.properties.o = { y: 3 } })
 D('json-encode', { '@json': { mode: 'encode', value: { '@path': '$.context' } } }, null, 'event_type')
 D('json-encode-str', { '@json': { mode: 'encode', value: { '@path': '$.properties.plan' } } }, null, 'event_type')
+D('json-encode-key-order', { '@json': { mode: 'encode', value: { '@path': '$.properties.o' } } }, (e) => { e.properties.o = { zeta: 1, alpha: { b: 2, a: 1 } } }, 'event_type')
 D('json-decode', { '@json': { mode: 'decode', value: '{"a":[1,2,{"b":null}]}' } })
 D('json-decode-bad', { '@json': { mode: 'decode', value: '{not json' } }, null, 'event_type')
 D('json-encode-num', { '@json': { mode: 'encode', value: { '@path': '$.properties.v' } } }, (e) => { e.properties.v = 1e21 }, 'event_type')
