@@ -380,6 +380,11 @@ const TIMESTAMPS = {
   epoch_start: '1970-01-01T00:00:00.000Z',
   old: '1900-01-01T00:00:00Z',
   y2k_edge: '1999-12-31T23:59:59.9999Z',
+  iso_offset_half: '2024-03-01T15:45:30.123+05:30',
+  iso_offset_hours: '2024-03-01T15:15:30+05',
+  iso_trailing_space: ' 2024-03-01T10:15:30Z ',
+  iso_comma_frac: '2024-03-01T10:15:30,123Z',
+  rfc1123_lower: 'fri, 01 mar 2024 10:15:30 gmt',
   // refused (Segment bills them at a wrong instant or refuses them too)
   feb30: '2024-02-30T00:00:00Z',
   feb29_nonleap: '2023-02-29',
