@@ -513,6 +513,22 @@ LauncherSlotDatabase(Datum main_arg, char **dbname)
 }
 
 /*
+ * Is metronome.database '*'?
+ */
+bool
+LauncherServesAll(void)
+{
+	bool		all = false;
+
+	if (launcher == NULL)
+		return false;
+	SpinLockAcquire(&launcher->mutex);
+	all = launcher->serve_all;
+	SpinLockRelease(&launcher->mutex);
+	return all;
+}
+
+/*
  * For the delivery worker, when its database has no extension: in '*'
  * mode, note it (the launcher looks again later, or at CREATE EXTENSION)
  * and return true, the worker then exits; with a list, false (the worker

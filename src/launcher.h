@@ -25,4 +25,7 @@ extern Oid	LauncherSlotDatabase(Datum main_arg, char **dbname);
  * it should exit (metronome.database = '*'; the launcher looks again). */
 extern bool LauncherNoExtension(void);
 
+/* Is metronome.database '*'? */
+extern bool LauncherServesAll(void);
+
 #endif							/* METRONOME_LAUNCHER_H */

@@ -339,7 +339,8 @@ MetronomeDeliveryMain(Datum main_arg)
 	cxt = AllocSetContextCreate(TopMemoryContext, "metronome delivery",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
-	ereport(LOG,
+	/* with '*', workers also start to look for the extension: quietly */
+	ereport(LauncherServesAll() ? DEBUG1 : LOG,
 			(errmsg("metronome: delivery worker started for database \"%s\"",
 					served_database)));
 
