@@ -44,6 +44,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(metronome_retain_events);
@@ -121,6 +122,8 @@ int64
 RetainDeleteEvents(int64 limit)
 {
 	Oid			relid;
+	int64		n;
+	bool		pushed = false;
 
 	if (metronome_event_retention < 0)
 		return -1;
@@ -131,10 +134,19 @@ RetainDeleteEvents(int64 limit)
 		return -1;
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		return -1;
-	return retain_delete(relid,
-						 GetCurrentTimestamp() -
-						 (int64) metronome_event_retention * USECS_PER_SEC,
-						 limit);
+	/* the worker's transaction has no snapshot of its own yet */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
+	n = retain_delete(relid,
+					  GetCurrentTimestamp() -
+					  (int64) metronome_event_retention * USECS_PER_SEC,
+					  limit);
+	if (pushed)
+		PopActiveSnapshot();
+	return n;
 }
 
 /*
