@@ -117,6 +117,17 @@ BEGIN;
 CALL metronome_backfill('seats');
 ROLLBACK;
 
+-- The engine underneath, called directly: one outcome per event.
+SELECT * FROM metronome_map_batch('seats', ARRAY[
+    '{"type": "track", "event": "Seat Added", "messageId": "d-1", "timestamp": "2024-03-02T00:00:00Z", "context": {"groupId": "g"}}',
+    '{"type": "track", "event": "Seat Added", "messageId": "d-1", "timestamp": "2024-03-02T00:00:00Z", "context": {"groupId": "g"}}',
+    '{"type": "track", "event": "Seat Added", "messageId": "d-2"}',
+    '{"type": "identify"}', NULL]::jsonb[], write_rejected => false);
+SELECT * FROM metronome_map_batch('nope', ARRAY['{}'::jsonb]);
+SELECT * FROM metronome_map_batch('seats', NULL);
+SELECT * FROM metronome_map_batch('seats', '{}'::jsonb[]);
+DELETE FROM metronome_outbox WHERE transaction_id = 'd-1-seat';
+
 -- A table in whole-row mode, shaped like Segment's warehouse tables: the
 -- backfill reads it as its trigger would, by the first column of its key.
 CREATE TABLE tracks (id text PRIMARY KEY, event text, message_id text,

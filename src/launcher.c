@@ -265,7 +265,11 @@ launcher_sync(List *names, bool all, List **missing)
 		for (i = 0; i < LAUNCHER_MAX_DATABASES; i++)
 		{
 			if (launcher->slots[i].dboid == db->oid)
+			{
+				/* the name follows ALTER DATABASE ... RENAME */
+				strlcpy(launcher->slots[i].dbname, name, NAMEDATALEN);
 				break;
+			}
 			if (free_i < 0 && launcher->slots[i].dboid == InvalidOid && handles[i] == NULL)
 				free_i = i;
 		}
