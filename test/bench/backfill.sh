@@ -49,7 +49,8 @@ bench_psql -c "INSERT INTO metronome_mappings (name) VALUES ('tracks')"
 
 mt_log "(a) $EVENTS events mapped by the trigger at INSERT"
 t_a=$(bench_time "$EVENT_SQL")
-bench_psql -c "TRUNCATE segment_events, metronome_outbox; VACUUM ANALYZE" >/dev/null 2>&1 || true
+bench_psql -c "TRUNCATE segment_events, metronome_outbox"
+bench_psql -c "VACUUM ANALYZE"
 bench_psql -c "UPDATE metronome_mappings SET enabled = false"
 bench_psql -c "$EVENT_SQL"
 bench_psql -c "UPDATE metronome_mappings SET enabled = true; CHECKPOINT"
