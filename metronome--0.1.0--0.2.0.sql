@@ -17,3 +17,296 @@
 ------------------------------------------------------------------------------
 -- Operations: replay, backfill, retention of events, metrics
 ------------------------------------------------------------------------------
+
+-- Replay and backfill: events mapped again, through one mapping, by the
+-- engine the trigger uses (src/replay.c).
+CREATE FUNCTION metronome_map_batch(mapping text, events jsonb[],
+                                    write_rejected boolean DEFAULT true,
+                                    OUT outcomes text[], OUT errors text[],
+                                    OUT mapped bigint, OUT written bigint,
+                                    OUT rejected bigint, OUT unmatched bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'metronome_map_batch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION metronome_map_batch(text, jsonb[], boolean) IS
+  'Map events by one enabled mapping into metronome_outbox (duplicates skipped); one outcome per event: mapped, rejected or unmatched';
+
+-- When a rejected row was last replayed (and still failed).
+ALTER TABLE metronome_rejected ADD COLUMN last_replayed_at timestamptz;
+
+CREATE FUNCTION metronome_replay_rejected(
+    mapping text DEFAULT NULL,
+    ids bigint[] DEFAULT NULL,
+    since timestamptz DEFAULT NULL,
+    until timestamptz DEFAULT NULL,
+    OUT replayed bigint,
+    OUT duplicates bigint,
+    OUT still_rejected bigint)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = @extschema@, pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    m       text;
+    last_id bigint;
+    rids    bigint[];
+    evs     jsonb[];
+    b       record;
+    known   boolean;
+BEGIN
+    replayed := 0;
+    duplicates := 0;
+    still_rejected := 0;
+    FOR m IN
+        SELECT DISTINCT r.mapping FROM metronome_rejected r
+         WHERE (metronome_replay_rejected.mapping IS NULL OR r.mapping = metronome_replay_rejected.mapping)
+           AND (metronome_replay_rejected.ids IS NULL OR r.id = ANY (metronome_replay_rejected.ids))
+           AND (metronome_replay_rejected.since IS NULL OR r.created_at >= metronome_replay_rejected.since)
+           AND (metronome_replay_rejected.until IS NULL OR r.created_at < metronome_replay_rejected.until)
+         ORDER BY 1
+    LOOP
+        IF m IS NULL THEN
+            CONTINUE;       -- not a JSON object: no mapping can take it
+        END IF;
+        known := EXISTS (SELECT 1 FROM metronome_mappings mm WHERE mm.name = m AND mm.enabled);
+        last_id := 0;
+        LOOP
+            -- a chunk at a time; rows another replay holds are skipped
+            SELECT array_agg(s.id ORDER BY s.id), array_agg(s.event ORDER BY s.id)
+              INTO rids, evs
+              FROM (SELECT r.id, r.event FROM metronome_rejected r
+                     WHERE r.mapping = m AND r.id > last_id
+                       AND (metronome_replay_rejected.ids IS NULL OR r.id = ANY (metronome_replay_rejected.ids))
+                       AND (metronome_replay_rejected.since IS NULL OR r.created_at >= metronome_replay_rejected.since)
+                       AND (metronome_replay_rejected.until IS NULL OR r.created_at < metronome_replay_rejected.until)
+                     ORDER BY r.id LIMIT 10000
+                       FOR UPDATE SKIP LOCKED) s;
+            EXIT WHEN rids IS NULL;
+            last_id := rids[array_upper(rids, 1)];
+            IF NOT known THEN
+                UPDATE metronome_rejected r
+                   SET error = format('mapping "%s" does not exist or is not enabled', m),
+                       last_replayed_at = now()
+                 WHERE r.id = ANY (rids);
+                still_rejected := still_rejected + array_length(rids, 1);
+                CONTINUE;
+            END IF;
+            SELECT * INTO b FROM metronome_map_batch(m, evs, false);
+            -- mapped (or already in the outbox): the rejection is over
+            DELETE FROM metronome_rejected r
+             USING unnest(rids, b.outcomes) AS o(id, outcome)
+             WHERE r.id = o.id AND o.outcome = 'mapped';
+            UPDATE metronome_rejected r
+               SET error = CASE o.outcome
+                               WHEN 'rejected' THEN o.error
+                               ELSE format('the subscription of mapping "%s" no longer matches the event', m)
+                           END,
+                   last_replayed_at = now()
+              FROM unnest(rids, b.outcomes, b.errors) AS o(id, outcome, error)
+             WHERE r.id = o.id AND o.outcome <> 'mapped';
+            replayed := replayed + b.mapped;
+            duplicates := duplicates + b.mapped - b.written;
+            still_rejected := still_rejected + b.rejected + b.unmatched;
+        END LOOP;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION metronome_replay_rejected(text, bigint[], timestamptz, timestamptz) IS
+  'Map rejected events again with the current mappings: those that map go to metronome_outbox and leave metronome_rejected, the others keep a row with the new reason';
+
+-- Progress of backfills, one row per run; a crashed or cancelled run is
+-- resumed by calling metronome_backfill again with the same arguments.
+CREATE TABLE metronome_backfills (
+    id          bigserial PRIMARY KEY,
+    mapping     text NOT NULL,
+    source      regclass NOT NULL,
+    since       timestamptz,
+    until       timestamptz,
+    batch_size  integer NOT NULL,
+    last_key    text,                -- key of the last event done; NULL: none yet
+    scanned     bigint NOT NULL DEFAULT 0,
+    mapped      bigint NOT NULL DEFAULT 0,  -- new outbox rows
+    duplicates  bigint NOT NULL DEFAULT 0,  -- already in the outbox: skipped
+    rejected    bigint NOT NULL DEFAULT 0,  -- to metronome_rejected
+    unmatched   bigint NOT NULL DEFAULT 0,  -- the subscription does not match
+    pid         integer,             -- backend running it, while it runs
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+COMMENT ON TABLE metronome_backfills IS
+  'Backfills of historical events through one mapping: committed progress, resumable';
+CREATE UNIQUE INDEX metronome_backfills_unfinished_idx
+    ON metronome_backfills (mapping, source, coalesce(since, '-infinity'), coalesce(until, 'infinity'))
+    WHERE finished_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('metronome_backfills', '');
+SELECT pg_catalog.pg_extension_config_dump('metronome_backfills_id_seq', '');
+
+CREATE VIEW metronome_backfill_progress AS
+SELECT b.id, b.mapping, b.source, b.since, b.until, b.last_key,
+       b.scanned, b.mapped, b.duplicates, b.rejected, b.unmatched,
+       CASE WHEN b.finished_at IS NOT NULL THEN 'done'
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                          WHERE a.pid = b.pid AND a.state = 'active') THEN 'running'
+            ELSE 'stopped' END AS state,
+       round(b.scanned / greatest(extract(epoch FROM coalesce(b.finished_at, b.updated_at) - b.started_at), 0.001)) AS events_per_second,
+       b.started_at, b.updated_at, b.finished_at
+  FROM metronome_backfills b;
+COMMENT ON VIEW metronome_backfill_progress IS
+  'Backfills: progress, state (running, stopped: resume it by calling it again, done) and speed';
+
+-- A procedure that commits after every batch: it cannot have a SET clause
+-- (PostgreSQL refuses COMMIT there), so every name is qualified instead.
+CREATE PROCEDURE metronome_backfill(
+    mapping text,
+    since timestamptz DEFAULT NULL,
+    until timestamptz DEFAULT NULL,
+    source regclass DEFAULT NULL,
+    batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    src     regclass := coalesce(source, '@extschema@.segment_events'::regclass);
+    evexpr  text;
+    keycol  name;
+    keytype text;
+    tfilter text := '';
+    fetchq  text;
+    bf      @extschema@.metronome_backfills;
+    evs     jsonb[];
+    lastk   text;
+    n       bigint;
+    b       record;
+    other   integer;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.metronome_mappings mm
+                    WHERE mm.name = metronome_backfill.mapping AND mm.enabled) THEN
+        RAISE EXCEPTION 'mapping "%" does not exist or is not enabled', metronome_backfill.mapping
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A backfill maps events through one enabled row of metronome_mappings.';
+    END IF;
+
+    -- The event: the column the table's trigger metronome_map reads, else
+    -- the whole row (as the trigger maps it).
+    SELECT CASE WHEN t.tgnargs = 1
+                THEN pg_catalog.quote_ident(pg_catalog.convert_from(
+                         substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1), 'UTF8'))
+           END
+      INTO evexpr
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = src AND t.tgname = 'metronome_map';
+    evexpr := coalesce('t.' || evexpr, 'pg_catalog.to_jsonb(t.*)');
+
+    -- The key the progress is kept by: the first column of the primary key.
+    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+      INTO keycol, keytype
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = src AND i.indisprimary;
+    IF keycol IS NULL THEN
+        RAISE EXCEPTION 'relation % has no primary key', src
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'A backfill walks the events in the order of the first column of the primary key, and resumes from there.';
+    END IF;
+
+    IF since IS NOT NULL OR until IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = src AND a.attname = 'received_at'
+                          AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'relation % has no column "received_at"', src
+                USING ERRCODE = 'undefined_column',
+                      HINT = 'since and until select events by their received_at; pass NULL for both to backfill every event.';
+        END IF;
+        tfilter := ' AND ($3::timestamptz IS NULL OR t.received_at >= $3)'
+                || ' AND ($4::timestamptz IS NULL OR t.received_at < $4)';
+    END IF;
+
+    -- The events after $1 up to the batch_size-th one (all of that last
+    -- key's events, should the key not be unique).
+    fetchq := format(
+        'SELECT array_agg(s.e ORDER BY s.k), max(s.k)::text, count(*) FROM ('
+        ' SELECT t.%1$I AS k, %2$s AS e FROM %3$s t'
+        '  WHERE ($1::text IS NULL OR t.%1$I > $1::%4$s)%5$s'
+        '    AND t.%1$I <= (SELECT max(l.k) FROM ('
+        '        SELECT t.%1$I AS k FROM %3$s t'
+        '         WHERE ($1::text IS NULL OR t.%1$I > $1::%4$s)%5$s'
+        '         ORDER BY t.%1$I LIMIT $2) l)) s',
+        keycol, evexpr, src, keytype, tfilter);
+
+    SELECT * INTO bf FROM @extschema@.metronome_backfills x
+     WHERE x.mapping = metronome_backfill.mapping AND x.source = src
+       AND x.since IS NOT DISTINCT FROM metronome_backfill.since
+       AND x.until IS NOT DISTINCT FROM metronome_backfill.until
+       AND x.finished_at IS NULL
+       FOR UPDATE;
+    IF FOUND THEN
+        SELECT a.pid INTO other FROM pg_catalog.pg_stat_activity a
+         WHERE a.pid = bf.pid AND a.pid <> pg_catalog.pg_backend_pid() AND a.state = 'active';
+        IF other IS NOT NULL THEN
+            RAISE EXCEPTION 'backfill % is already running (process %)', bf.id, other
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Follow it in metronome_backfill_progress, or cancel it with pg_cancel_backend() and call metronome_backfill again to resume it.';
+        END IF;
+        RAISE NOTICE 'backfill %: resuming after % % (% events done)', bf.id, keycol, coalesce(bf.last_key, '(none)'), bf.scanned;
+        UPDATE @extschema@.metronome_backfills x SET pid = pg_catalog.pg_backend_pid(), batch_size = metronome_backfill.batch_size
+         WHERE x.id = bf.id;
+    ELSE
+        INSERT INTO @extschema@.metronome_backfills (mapping, source, since, until, batch_size, pid)
+        VALUES (metronome_backfill.mapping, src, metronome_backfill.since, metronome_backfill.until,
+                metronome_backfill.batch_size, pg_catalog.pg_backend_pid())
+        RETURNING * INTO bf;
+        RAISE NOTICE 'backfill %: mapping "%" over %', bf.id, bf.mapping, src;
+    END IF;
+    COMMIT;
+
+    LOOP
+        EXECUTE fetchq INTO evs, lastk, n USING bf.last_key, batch_size, since, until;
+        EXIT WHEN n = 0;
+        SELECT * INTO b FROM @extschema@.metronome_map_batch(bf.mapping, evs, true);
+        UPDATE @extschema@.metronome_backfills x
+           SET last_key = lastk,
+               scanned = x.scanned + n,
+               mapped = x.mapped + b.written,
+               duplicates = x.duplicates + b.mapped - b.written,
+               rejected = x.rejected + b.rejected,
+               unmatched = x.unmatched + b.unmatched,
+               updated_at = pg_catalog.clock_timestamp()
+         WHERE x.id = bf.id
+        RETURNING * INTO bf;
+        COMMIT;
+        RAISE NOTICE 'backfill %: % events: % mapped, % duplicates skipped, % rejected, % not matching (up to % %)',
+            bf.id, bf.scanned, bf.mapped, bf.duplicates, bf.rejected, bf.unmatched, keycol, lastk;
+    END LOOP;
+
+    UPDATE @extschema@.metronome_backfills x
+       SET finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp(), pid = NULL
+     WHERE x.id = bf.id
+    RETURNING * INTO bf;
+    COMMIT;
+    RAISE NOTICE 'backfill % done: % events scanned, % mapped, % rejected, % skipped as duplicates, % not matching the subscription',
+        bf.id, bf.scanned, bf.mapped, bf.rejected, bf.duplicates, bf.unmatched;
+END;
+$$;
+COMMENT ON PROCEDURE metronome_backfill(text, timestamptz, timestamptz, regclass, integer) IS
+  'Map the events of segment_events (or source) received in [since, until) through one mapping, committing after each batch; resumable';
+
+-- Retention of segment_events (src/retain.c): the worker runs it when
+-- metronome.retain_events is set; an operator or pg_cron may call it.
+CREATE FUNCTION metronome_retain_events(older_than interval DEFAULT NULL,
+                                        max_rows integer DEFAULT 100000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'metronome_retain_events'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION metronome_retain_events(interval, integer) IS
+  'Delete mapped events of segment_events older than older_than (NULL: metronome.retain_events); returns how many';
+
+REVOKE ALL ON FUNCTION metronome_map_batch(text, jsonb[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metronome_replay_rejected(text, bigint[], timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE metronome_backfill(text, timestamptz, timestamptz, regclass, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metronome_retain_events(interval, integer) FROM PUBLIC;

@@ -5,7 +5,7 @@
  *	  at commit, and one shipping cycle shared by the worker and
  *	  metronome_ship().
  *
- *	  worker.c	launcher and delivery worker (background workers)
+ *	  worker.c	the delivery worker (background worker; launcher.c starts it)
  *	  ship.c	one shipping cycle: claim, send, classify, mark
  *	  status.c	shared state (pid, latch, state, counters, the gate)
  *	  wake.c	waking the worker at commit
@@ -67,6 +67,7 @@ extern bool StatusIsShared(void);
 extern bool StatusClaimWorker(void);
 extern void StatusReleaseWorker(void);
 extern pid_t StatusWorkerPid(void);
+extern pid_t StatusWorkerPidOf(Oid dboid);
 extern void StatusWakeWorker(void);
 extern void StatusSetState(DeliveryState state);
 extern DeliveryState StatusGetState(void);

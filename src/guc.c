@@ -53,6 +53,7 @@ int			metronome_request_timeout = 10000;
 int			metronome_max_backoff = 300000;
 int			metronome_max_attempts = 0;
 int			metronome_retain_sent = 7 * 24 * 3600;
+int			metronome_event_retention = -1;
 bool		metronome_enabled = true;
 int			metronome_on_mapping_error = ON_MAPPING_ERROR_REJECT;
 
@@ -509,6 +510,15 @@ MetronomeDefineSettings(void)
 							"-1 keeps them.",
 							&metronome_retain_sent,
 							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.retain_events",
+							"How long mapped events are kept in segment_events before the worker deletes them.",
+							"-1 keeps them.",
+							&metronome_event_retention,
+							-1, -1, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

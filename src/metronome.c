@@ -19,6 +19,7 @@
 #include "delivery.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "launcher.h"
 #include "metronome.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -45,6 +46,7 @@ _PG_init(void)
 	{
 		DeliveryInit();
 		DeliveryInstallWakeHook();
+		LauncherInit();
 	}
 }
 

@@ -49,6 +49,7 @@ extern int	metronome_request_timeout;	/* milliseconds */
 extern int	metronome_max_backoff;		/* milliseconds */
 extern int	metronome_max_attempts;		/* 0 = retry forever */
 extern int	metronome_retain_sent;		/* seconds; -1 keeps sent rows */
+extern int	metronome_event_retention;	/* seconds; -1 keeps events */
 extern bool metronome_enabled;
 extern int	metronome_on_mapping_error; /* MetronomeOnMappingError */
 

@@ -3,9 +3,10 @@
  * status.c
  *	  Shared-memory state of the delivery worker, and metronome_status().
  *
- * With the library preloaded, one DeliveryShared struct lives in shared
- * memory: the worker's pid and latch (for the wake-up at commit), the state
- * it is in, the last success and error, counters, and the "gate": the
+ * With the library preloaded, one DeliveryShared struct per served database
+ * lives in shared memory (and one for the server, entry 0: the launcher's
+ * state, shown where no database's own entry applies): the worker's pid
+ * and latch (for the wake-up at commit), the state it is in, the last success and error, counters, and the "gate": the
  * earliest time at which anyone (the worker or a session running
  * metronome_ship()) may send the next request.  The gate is set after
  * transient failures (exponential backoff, Retry-After) and after auth or
@@ -47,6 +48,7 @@ PG_FUNCTION_INFO_V1(metronome_status);
 typedef struct DeliveryShared
 {
 	slock_t		mutex;
+	Oid			dboid;			/* the database (entries 1..): see state_struct */
 	pid_t		worker_pid;		/* 0 when no delivery worker runs */
 	Latch	   *worker_latch;
 	DeliveryState state;
@@ -64,7 +66,14 @@ typedef struct DeliveryShared
 	uint64		gate_config;	/* hash of URL and token, auth/config gates */
 } DeliveryShared;
 
-static DeliveryShared *shared = NULL;	/* in shared memory when preloaded */
+/*
+ * When preloaded: entry 0 is the server's (the launcher's state), entries
+ * 1..STATUS_MAX_DATABASES one per served database, claimed by its delivery
+ * worker (launcher.c starts one per database).
+ */
+#define STATUS_MAX_DATABASES 64
+static DeliveryShared *shared_all = NULL;
+static DeliveryShared *shared = NULL;	/* this backend's entry, once known */
 static DeliveryShared local_state;	/* else this backend's own */
 static bool local_ready = false;
 
@@ -91,7 +100,7 @@ status_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(DeliveryShared)));
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DeliveryShared) * (STATUS_MAX_DATABASES + 1)));
 }
 
 /* initialise a struct to "nothing happened yet" */
@@ -114,9 +123,16 @@ status_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("metronome delivery", sizeof(DeliveryShared), &found);
+	shared_all = ShmemInitStruct("metronome delivery",
+								 sizeof(DeliveryShared) * (STATUS_MAX_DATABASES + 1),
+								 &found);
 	if (!found)
-		status_init(shared, DELIVERY_STOPPED);
+	{
+		int			i;
+
+		for (i = 0; i <= STATUS_MAX_DATABASES; i++)
+			status_init(&shared_all[i], DELIVERY_STOPPED);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -133,12 +149,68 @@ StatusShmemInit(void)
 	shmem_startup_hook = status_shmem_startup;
 }
 
-/* the struct this backend uses: shared, or its own */
+/*
+ * The shared entry of database dboid; with create, claimed when there is
+ * none (a free one, or one whose worker is gone).  Without one: the only
+ * database's entry when exactly one is served (as with a single
+ * metronome.database), else the server's entry 0.
+ */
+static DeliveryShared *
+status_entry(Oid dboid, bool create)
+{
+	int			i;
+	int			found = -1;
+	int			only = -1;
+	int			used = 0;
+	int			spare = -1;
+
+	if (!OidIsValid(dboid))
+		return &shared_all[0];
+	SpinLockAcquire(&shared_all[0].mutex);
+	for (i = 1; i <= STATUS_MAX_DATABASES; i++)
+	{
+		if (shared_all[i].dboid == dboid)
+			found = i;
+		else if (OidIsValid(shared_all[i].dboid))
+		{
+			used++;
+			only = i;
+			if (spare < 0 && shared_all[i].worker_pid == 0)
+				spare = i;
+		}
+		else if (spare < 0 || OidIsValid(shared_all[spare].dboid))
+			spare = i;
+	}
+	if (found < 0 && create && spare > 0)
+	{
+		status_init(&shared_all[spare], DELIVERY_STARTING);
+		shared_all[spare].dboid = dboid;
+		found = spare;
+	}
+	SpinLockRelease(&shared_all[0].mutex);
+	if (found > 0)
+		return &shared_all[found];
+	return used == 1 ? &shared_all[only] : &shared_all[0];
+}
+
+/* the struct this backend uses: its database's shared entry, or its own */
 static DeliveryShared *
 state_struct(void)
 {
-	if (shared != NULL)
-		return shared;
+	if (shared_all != NULL)
+	{
+		/* a database's own entry stays its own; a fallback is looked up again */
+		if (shared != NULL && shared->dboid == MyDatabaseId && OidIsValid(MyDatabaseId))
+			return shared;
+		shared = NULL;
+		{
+			DeliveryShared *s = status_entry(MyDatabaseId, false);
+
+			if (OidIsValid(MyDatabaseId) && s->dboid == MyDatabaseId)
+				shared = s;
+			return s;
+		}
+	}
 	if (!local_ready)
 	{
 		status_init(&local_state, DELIVERY_NOT_PRELOADED);
@@ -153,7 +225,7 @@ state_struct(void)
 bool
 StatusIsShared(void)
 {
-	return shared != NULL;
+	return shared_all != NULL;
 }
 
 /*
@@ -163,8 +235,18 @@ StatusIsShared(void)
 bool
 StatusClaimWorker(void)
 {
-	DeliveryShared *s = state_struct();
+	DeliveryShared *s;
 	bool		ok;
+
+	if (shared_all != NULL)
+	{
+		s = status_entry(MyDatabaseId, true);
+		if (s->dboid != MyDatabaseId)
+			return false;		/* every entry is taken */
+		shared = s;
+	}
+	else
+		s = state_struct();
 
 	SpinLockAcquire(&s->mutex);
 	ok = (s->worker_pid == 0 || s->worker_pid == MyProcPid);
@@ -234,19 +316,41 @@ StatusWorkerPid(void)
 }
 
 /*
- * Set the worker's latch, if a worker runs (the wake-up at commit).
+ * Pid of the delivery worker of database dboid, 0 if none.
+ */
+pid_t
+StatusWorkerPidOf(Oid dboid)
+{
+	DeliveryShared *s;
+	pid_t		pid = 0;
+
+	if (shared_all == NULL)
+		return 0;
+	s = status_entry(dboid, false);
+	SpinLockAcquire(&s->mutex);
+	if (s->dboid == dboid)
+		pid = s->worker_pid;
+	SpinLockRelease(&s->mutex);
+	return pid;
+}
+
+/*
+ * Set the latch of this database's worker, if one runs (the wake-up at
+ * commit).
  */
 void
 StatusWakeWorker(void)
 {
 	Latch	   *latch = NULL;
+	DeliveryShared *s;
 
-	if (shared == NULL)
+	if (shared_all == NULL)
 		return;
-	SpinLockAcquire(&shared->mutex);
-	if (shared->worker_pid != 0 && shared->worker_pid != MyProcPid)
-		latch = shared->worker_latch;
-	SpinLockRelease(&shared->mutex);
+	s = state_struct();
+	SpinLockAcquire(&s->mutex);
+	if (s->dboid == MyDatabaseId && s->worker_pid != 0 && s->worker_pid != MyProcPid)
+		latch = s->worker_latch;
+	SpinLockRelease(&s->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
 }

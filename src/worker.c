@@ -1,26 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The delivery background workers: a launcher, and the delivery worker
- *	  that ships metronome.database's outbox.
+ *	  The delivery worker, which ships one database's outbox (the launcher
+ *	  that starts one per served database is in launcher.c).
  *
  * Glossary:
- *	  launcher	static background worker ("metronome launcher"), connected
- *				to no database (shared catalogs only).  It waits, quietly,
- *				until metronome.database exists, then starts the delivery
- *				worker as a dynamic background worker and restarts it
- *				whenever it exits (with a growing delay if it keeps dying).
- *				A worker connected to a database that does not exist would
- *				die with FATAL at every restart: the launcher avoids that
- *				log spam.
- *	  delivery worker ("metronome delivery") connected to
- *				metronome.database.  It waits (one log line) while the
- *				extension is not installed there, and otherwise runs
+ *	  delivery worker ("metronome delivery") connected to the database the
+ *				launcher's slot bgw_main_arg names.  It waits (one log line)
+ *				while the extension is not installed there (with
+ *				metronome.database = '*' it exits instead, and the launcher
+ *				looks again later), and otherwise runs
  *				shipping cycles (ship.c), one transaction each, sleeping on
  *				its latch between them: a commit that wrote outbox rows sets
  *				the latch (wake.c), poll_interval paces due retries, and the
  *				gate (status.c) paces backoff.  It also deletes sent rows
- *				older than metronome.retain_sent.
+ *				older than metronome.retain_sent, and events of
+ *				segment_events older than metronome.retain_events (retain.c).
  *
  * Signals: SIGHUP reloads the configuration (every metronome.* setting but
  * metronome.database applies at the next cycle); SIGTERM ends the worker
@@ -46,7 +41,9 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "delivery.h"
+#include "launcher.h"
 #include "metronome.h"
+#include "retain.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -63,7 +60,6 @@
 #include "utils/wait_event.h"
 #include "common/pg_prng.h"
 
-PGDLLEXPORT void MetronomeLauncherMain(Datum main_arg);
 PGDLLEXPORT void MetronomeDeliveryMain(Datum main_arg);
 
 /* sent rows deleted per transaction, and transactions per clean-up round */
@@ -73,6 +69,7 @@ PGDLLEXPORT void MetronomeDeliveryMain(Datum main_arg);
 #define RETAIN_EVERY_MS 60000
 
 static bool am_delivery_worker = false;
+static char *served_database = "";	/* the name of this worker's database */
 
 /*
  * Is this process the delivery worker?
@@ -83,35 +80,16 @@ AmDeliveryWorker(void)
 	return am_delivery_worker;
 }
 
-/* fill the parts of a worker registration that both workers share */
-static void
-init_worker(BackgroundWorker *bgw, const char *function, const char *name)
-{
-	memset(bgw, 0, sizeof(BackgroundWorker));
-	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
-	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "metronome");
-	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(bgw->bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(bgw->bgw_type, BGW_MAXLEN, "%s", name);
-}
-
 /*
  * Called from _PG_init while shared_preload_libraries is processed: the
- * shared state and the launcher.
+ * shared state (the launcher registers itself: LauncherInit).
  */
 void
 DeliveryInit(void)
 {
-	BackgroundWorker bgw;
-
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	StatusShmemInit();
-
-	init_worker(&bgw, "MetronomeLauncherMain", "metronome launcher");
-	bgw.bgw_restart_time = 5;
-	RegisterBackgroundWorker(&bgw);
 }
 
 /* sleep on the latch for at most ms milliseconds */
@@ -146,153 +124,6 @@ ms_until(TimestampTz t)
 	if (t - now > (TimestampTz) INT_MAX * 1000)
 		return INT_MAX;
 	return (long) ((t - now + 999) / 1000);
-}
-
-/* ----------------------------------------------------------------------
- * The launcher
- * ---------------------------------------------------------------------- */
-
-/*
- * Does metronome.database exist?  A sequential scan of the shared catalog
- * pg_database in its own transaction: without a database, the launcher
- * cannot use catalog indexes or caches (the logical replication launcher
- * reads pg_subscription the same way).
- */
-static bool
-database_exists(void)
-{
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	bool		found = false;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		if (strcmp(NameStr(db->datname), metronome_database) == 0)
-			found = true;
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return found;
-}
-
-/* register the delivery worker; NULL when no slot is free */
-static BackgroundWorkerHandle *
-start_delivery_worker(void)
-{
-	BackgroundWorker bgw;
-	BackgroundWorkerHandle *handle;
-
-	init_worker(&bgw, "MetronomeDeliveryMain", "metronome delivery");
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	bgw.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
-		return NULL;
-	return handle;
-}
-
-/*
- * Main of the launcher.
- */
-void
-MetronomeLauncherMain(Datum main_arg)
-{
-	BackgroundWorkerHandle *handle = NULL;
-	TimestampTz started_at = 0;
-	TimestampTz next_start = 0;
-	int			quick_exits = 0;
-	bool		said_missing = false;
-	bool		said_no_slot = false;
-
-	(void) main_arg;
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
-	BackgroundWorkerUnblockSignals();
-
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("metronome launcher");
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	for (;;)
-	{
-		TimestampTz now;
-		long		wait_ms = 1000;
-		bool		running = false;
-
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		reload_if_asked();
-		now = GetCurrentTimestamp();
-
-		if (handle != NULL)
-		{
-			pid_t		pid;
-			BgwHandleStatus st = GetBackgroundWorkerPid(handle, &pid);
-
-			if (st == BGWH_STOPPED)
-			{
-				/* restart it; later and later if it keeps dying young */
-				pfree(handle);
-				handle = NULL;
-				if (!TimestampDifferenceExceeds(started_at, now, 10000))
-					quick_exits = Min(quick_exits + 1, 6);
-				else
-					quick_exits = 0;
-				next_start = TimestampTzPlusMilliseconds(now, 1000L << quick_exits);
-			}
-			else
-				running = true;
-		}
-		/* a delivery worker left by a previous launcher still counts */
-		if (!running && StatusWorkerPid() != 0)
-			running = true;
-
-		if (!running)
-		{
-			if (now < next_start)
-				wait_ms = ms_until(next_start);
-			else if (!database_exists())
-			{
-				if (!said_missing)
-					ereport(LOG,
-							(errmsg("metronome: database \"%s\" does not exist; waiting for it to be created",
-									metronome_database),
-							 errhint("Create the database, or set metronome.database and restart the server.")));
-				said_missing = true;
-				StatusSetState(DELIVERY_WAITING_DATABASE);
-			}
-			else
-			{
-				said_missing = false;
-				handle = start_delivery_worker();
-				if (handle == NULL)
-				{
-					if (!said_no_slot)
-						ereport(LOG,
-								(errmsg("metronome: could not start the delivery worker: no background worker slot is free"),
-								 errhint("Raise max_worker_processes.")));
-					said_no_slot = true;
-					next_start = TimestampTzPlusMilliseconds(now, 10000);
-				}
-				else
-				{
-					said_no_slot = false;
-					started_at = now;
-				}
-			}
-		}
-		wait_latch(wait_ms);
-	}
 }
 
 /* ----------------------------------------------------------------------
@@ -386,10 +217,13 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 
 	if (r.no_extension)
 	{
+		/* metronome.database = '*': the launcher looks again later */
+		if (LauncherNoExtension())
+			proc_exit(0);
 		if (!*said_no_extension)
 			ereport(LOG,
 					(errmsg("metronome: extension \"metronome\" is not installed in database \"%s\"; waiting for it",
-							metronome_database),
+							served_database),
 					 errhint("Run CREATE EXTENSION metronome in that database.")));
 		*said_no_extension = true;
 		WorkerSetState(DELIVERY_WAITING_EXTENSION);
@@ -399,7 +233,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 	if (*said_no_extension)
 		ereport(LOG,
 				(errmsg("metronome: extension \"metronome\" found in database \"%s\"; shipping",
-						metronome_database)));
+						served_database)));
 	*said_no_extension = false;
 
 	if (r.locked)
@@ -448,7 +282,7 @@ retain_cleanup(MemoryContext cxt)
 		{
 			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
-			n = ShipDeleteSent(RETAIN_CHUNK);
+			n = Max(ShipDeleteSent(RETAIN_CHUNK), RetainDeleteEvents(RETAIN_CHUNK));
 			CommitTransactionCommand();
 		}
 		PG_CATCH();
@@ -475,15 +309,18 @@ MetronomeDeliveryMain(Datum main_arg)
 	bool		said_no_extension = false;
 	TimestampTz next_cleanup = 0;
 	TimestampTz error_until = 0;
+	Oid			dboid;
 
-	(void) main_arg;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
 	BackgroundWorkerUnblockSignals();
 
 	am_delivery_worker = true;
-	BackgroundWorkerInitializeConnection(metronome_database, NULL, 0);
+	dboid = LauncherSlotDatabase(main_arg, &served_database);
+	if (!OidIsValid(dboid))
+		proc_exit(0);			/* the launcher no longer serves it */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
 	/* one delivery worker at a time */
 	if (!StatusClaimWorker())
@@ -502,9 +339,10 @@ MetronomeDeliveryMain(Datum main_arg)
 	cxt = AllocSetContextCreate(TopMemoryContext, "metronome delivery",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
-	ereport(LOG,
+	/* with '*', workers also start to look for the extension: quietly */
+	ereport(LauncherServesAll() ? DEBUG1 : LOG,
 			(errmsg("metronome: delivery worker started for database \"%s\"",
-					metronome_database)));
+					served_database)));
 
 	for (;;)
 	{
@@ -538,19 +376,23 @@ MetronomeDeliveryMain(Datum main_arg)
 		}
 
 		/* the clean-up of old sent rows, when idle or once a minute */
-		if (metronome_retain_sent >= 0 && !said_no_extension &&
+		if ((metronome_retain_sent >= 0 || metronome_event_retention >= 0) && !said_no_extension &&
 			GetCurrentTimestamp() >= next_cleanup)
 		{
 			bool		more = retain_cleanup(cxt);
 
-			/* once a minute, or as often as retain_sent asks */
+			/* once a minute, or as often as the retentions ask */
+			int64		every = RETAIN_EVERY_MS;
+
+			if (metronome_retain_sent >= 0)
+				every = Min(every, Max(1000, (int64) metronome_retain_sent * 1000));
+			if (metronome_event_retention >= 0)
+				every = Min(every, Max(1000, (int64) metronome_event_retention * 1000));
 			next_cleanup = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   more ? 1000 :
-													   Min(RETAIN_EVERY_MS,
-														   Max(1000, (int64) metronome_retain_sent * 1000)));
+													   more ? 1000 : every);
 		}
 
-		if (wait_ms > 0 && metronome_retain_sent >= 0 && !said_no_extension)
+		if (wait_ms > 0 && (metronome_retain_sent >= 0 || metronome_event_retention >= 0) && !said_no_extension)
 			wait_ms = Min(wait_ms, Max(ms_until(next_cleanup), 1));
 		if (wait_ms > 0)
 		{
