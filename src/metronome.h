@@ -51,6 +51,7 @@ extern int	metronome_max_attempts;		/* 0 = retry forever */
 extern int	metronome_retain_sent;		/* seconds; -1 keeps sent rows */
 extern bool metronome_enabled;
 extern int	metronome_on_mapping_error; /* MetronomeOnMappingError */
+extern bool metronome_skip_mapping;	/* restoring a dump: map nothing */
 
 /* guc.c */
 extern void MetronomeDefineSettings(void);
@@ -60,6 +61,21 @@ extern void MetronomeInstallRedaction(void);
 extern Oid	MetronomeSchemaOid(bool missing_ok);
 extern const char *MetronomeSchemaName(void);	/* quoted, for SQL text */
 extern Oid	MetronomeRelid(const char *relname, bool missing_ok);
+extern Oid	MetronomeOwnerOid(void);
+
+/*
+ * metronome.c: statements on the extension's own tables run as its owner
+ * (with SECURITY_RESTRICTED_OPERATION), everything else as the user.
+ */
+typedef struct MetronomeAsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} MetronomeAsOwner;
+
+extern void MetronomeBeginAsOwner(MetronomeAsOwner *sw);
+extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 
 /*
  * Compatibility with PostgreSQL 13 and 14 (built and tested on 15).

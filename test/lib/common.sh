@@ -58,7 +58,8 @@ mt_find_pg_config()
 mt_missing_packages()
 {
 	local want p missing=""
-	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
+	# postgresql-N-partman: 112_partitions creates partitions with pg_partman
+	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl postgresql-$PG_MAJOR-partman ${MT_EXTRA_PACKAGES:-}"
 	if command -v dpkg-query >/dev/null 2>&1; then
 		for p in $want; do
 			if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
