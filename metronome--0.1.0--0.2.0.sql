@@ -90,13 +90,13 @@ BEGIN
         EXECUTE pg_catalog.format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION %s(%s)',
                        tbl, trigfn,
-                       pg_catalog.coalesce(pg_catalog.quote_literal(event_column), ''));
+                       COALESCE(pg_catalog.quote_literal(event_column), ''));
     ELSE
         EXECUTE pg_catalog.format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'REFERENCING NEW TABLE AS metronome_new '
                        'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)',
                        tbl, trigfn,
-                       pg_catalog.coalesce(pg_catalog.quote_literal(event_column), ''));
+                       COALESCE(pg_catalog.quote_literal(event_column), ''));
     END IF;
 END;
 $$;
@@ -112,7 +112,7 @@ BEGIN
         SELECT t.tgrelid::regclass AS tbl,
                CASE WHEN t.tgnargs > 0 THEN
                    pg_catalog.convert_from(
-                       pg_catalog.substring(t.tgargs FROM 1 FOR pg_catalog.position('\x00'::bytea IN t.tgargs) - 1),
+                       pg_catalog.substr(t.tgargs, 1, pg_catalog.position(t.tgargs, '\x00'::bytea) - 1),
                        pg_catalog.current_setting('server_encoding'))
                END AS col
           FROM pg_catalog.pg_trigger t

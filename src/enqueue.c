@@ -327,6 +327,31 @@ transaction_id_taken(text **ids, const char **id_by, int nids, text *id)
 }
 
 /*
+ * Is this transaction_id in the outbox already?  Asked only when two
+ * mappings built it for one event (rare: a misconfiguration), so one query
+ * each time is cheap enough.  Runs as the extension's owner.
+ */
+static bool
+outbox_has(MappingSet *set, text *id)
+{
+	static Oid	argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	MetronomeAsOwner sw;
+	bool		found;
+
+	args[0] = PointerGetDatum(id);
+	MetronomeBeginAsOwner(&sw);
+	if (SPI_execute_with_args(psprintf("SELECT 1 FROM %s.metronome_outbox "
+									   "WHERE transaction_id OPERATOR(pg_catalog.=) $1",
+									   quote_identifier(get_namespace_name(set->schema))),
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read metronome_outbox");
+	found = SPI_processed > 0;
+	MetronomeEndAsOwner(&sw);
+	return found;
+}
+
+/*
  * Why the second of two mappings that built one transaction_id for one
  * event is rejected.
  */
@@ -381,6 +406,9 @@ map_event_into(OutboxWriter *w, Jsonb *event, TimestampTz now)
 										me.fields_text[FIELD_TRANSACTION_ID]);
 		if (taken_by != NULL)
 		{
+			/* a re-inserted event: its first row is there, skip quietly */
+			if (outbox_has(w->set, me.fields_text[FIELD_TRANSACTION_ID]))
+				continue;
 			writer_reject(w, m->name, event,
 						  shared_transaction_id(m->name, taken_by,
 												me.fields_text[FIELD_TRANSACTION_ID]));

@@ -323,8 +323,8 @@ value_excerpt(Jsonb *value)
 static void
 warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc, const char *name)
 {
-	static Oid	argtypes[2] = {JSONBOID, INT4OID};
-	Datum		args[2];
+	static Oid	argtypes[3] = {JSONBOID, INT4OID, TEXTOID};
+	Datum		args[3];
 	bool		isnull;
 	bool		enabled;
 	char	   *other = NULL;
@@ -340,6 +340,7 @@ warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc, const char *name)
 	args[1] = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "id"), &isnull);
 	if (isnull)
 		return;
+	args[2] = CStringGetTextDatum(name);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -347,9 +348,10 @@ warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc, const char *name)
 	MetronomeBeginAsOwner(&sw);
 	if (SPI_execute_with_args(psprintf("SELECT name FROM %s.metronome_mappings "
 									   "WHERE enabled AND transaction_id OPERATOR(pg_catalog.=) $1 "
-									   "AND id OPERATOR(pg_catalog.<>) $2 ORDER BY id LIMIT 1",
+									   "AND id OPERATOR(pg_catalog.<>) $2 AND name OPERATOR(pg_catalog.<>) $3 "
+									   "ORDER BY id LIMIT 1",
 									   MetronomeSchemaName()),
-							  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read metronome_mappings");
 	MetronomeEndAsOwner(&sw);
 	if (SPI_processed > 0)
