@@ -175,7 +175,7 @@ writer_flush(OutboxWriter *w)
 	if (w->nrows == 0 && w->nrejected == 0)
 		return;
 	old = MemoryContextSwitchTo(w->batch_cxt);
-	MetronomeBeginAsOwner(&sw);
+	MetronomeBeginAsOwner(w->set->owner, &sw);
 
 	if (w->nrows > 0)
 	{
@@ -340,7 +340,7 @@ outbox_has(MappingSet *set, text *id)
 	bool		found;
 
 	args[0] = PointerGetDatum(id);
-	MetronomeBeginAsOwner(&sw);
+	MetronomeBeginAsOwner(set->owner, &sw);
 	if (SPI_execute_with_args(psprintf("SELECT 1 FROM %s.metronome_outbox "
 									   "WHERE transaction_id OPERATOR(pg_catalog.=) $1",
 									   quote_identifier(get_namespace_name(set->schema))),

@@ -269,6 +269,7 @@ MappingSet *
 MappingsGet(void)
 {
 	MetronomeAsOwner sw;
+	Oid			owner;
 
 	if (!callbacks_registered)
 	{
@@ -293,8 +294,10 @@ MappingsGet(void)
 
 	/* mark valid before loading: an invalidation during the load wins */
 	current_valid = true;
-	MetronomeBeginAsOwner(&sw);
+	owner = MetronomeOwnerOid();
+	MetronomeBeginAsOwner(owner, &sw);
 	current_set = load_mappings();
+	current_set->owner = owner;
 	MetronomeEndAsOwner(&sw);
 	return current_set;
 }
@@ -345,7 +348,7 @@ warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc, const char *name)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* the user may be allowed to write mappings without reading them */
-	MetronomeBeginAsOwner(&sw);
+	MetronomeBeginAsOwner(InvalidOid, &sw);
 	if (SPI_execute_with_args(psprintf("SELECT name FROM %s.metronome_mappings "
 									   "WHERE enabled AND transaction_id OPERATOR(pg_catalog.=) $1 "
 									   "AND id OPERATOR(pg_catalog.<>) $2 AND name OPERATOR(pg_catalog.<>) $3 "

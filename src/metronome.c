@@ -131,11 +131,13 @@ MetronomeOwnerOid(void)
  * between this and MetronomeEndAsOwner(): call it only around statements on
  * the extension's own tables.  An error ends the switch too (transaction
  * abort restores the user, the security context and the settings).
+ * owner is the extension's owner if the caller knows it, else InvalidOid.
  */
 void
-MetronomeBeginAsOwner(MetronomeAsOwner *sw)
+MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw)
 {
-	Oid			owner = MetronomeOwnerOid();
+	if (!OidIsValid(owner))
+		owner = MetronomeOwnerOid();
 
 	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
 	SetUserIdAndSecContext(owner, sw->save_sec_context |

@@ -13,6 +13,7 @@
  *	  fields.c		coercion and validation of the five Metronome fields
  *	  mappings.c	metronome_mappings rows: validation trigger, per-backend cache
  *	  enqueue.c		the mapping trigger, metronome_enqueue, metronome_map
+ *	  encoding.c	server encoding <-> Metronome's UTF-8
  *	  wake.c		waking the delivery worker at commit
  *	  http.c		the HTTP layer (libcurl multi + json-c), no backend state
  *	  ship.c		claim / send / mark: one shipping cycle (worker and SQL)
@@ -74,7 +75,7 @@ typedef struct MetronomeAsOwner
 	int			save_nestlevel;
 } MetronomeAsOwner;
 
-extern void MetronomeBeginAsOwner(MetronomeAsOwner *sw);
+extern void MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw);
 extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 
 /*
