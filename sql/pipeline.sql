@@ -399,6 +399,35 @@ SELECT transaction_id, event_type, mapping FROM metronome_outbox
  WHERE transaction_id LIKE 'twice-2%' ORDER BY transaction_id;
 DELETE FROM metronome_mappings WHERE name = 'tokens';
 
+-- A mapping set retired while a statement further up still holds it keeps
+-- its plans until the transaction ends: here the cast to json of a row's
+-- column (run by the outer trigger) changes the mappings and inserts an
+-- event, whose nested trigger reloads the cache; the outer trigger then
+-- writes with the plans of the set it started with.
+CREATE TYPE nested_kind AS ENUM ('nested');
+CREATE FUNCTION nested_kind_json(nested_kind) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE metronome_mappings SET event_type = '"nested"' WHERE name = 'tracks';
+    INSERT INTO segment_events (event) VALUES
+    ('{"type": "track", "event": "API Call", "messageId": "nested-inner",
+      "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+    RETURN to_json($1::text);
+END;
+$$;
+CREATE CAST (nested_kind AS json) WITH FUNCTION nested_kind_json(nested_kind);
+CREATE TABLE nested_rows (
+    "type" text DEFAULT 'track', event text DEFAULT 'API Call', "messageId" text,
+    "timestamp" text DEFAULT '2024-03-01T00:00:00Z',
+    context jsonb DEFAULT '{"groupId": "acme"}', kind nested_kind);
+SELECT metronome_attach('nested_rows');
+INSERT INTO nested_rows ("messageId", kind) VALUES ('nested-outer', 'nested');
+SELECT transaction_id, event_type FROM metronome_outbox
+ WHERE transaction_id LIKE 'nested-%' ORDER BY transaction_id;
+DROP TABLE nested_rows;
+DROP CAST (nested_kind AS json);
+DROP FUNCTION nested_kind_json(nested_kind);
+DROP TYPE nested_kind;
+
 DROP TABLE warehouse_tracks, app_events, part_events, misuse;
 DELETE FROM metronome_mappings;
 TRUNCATE metronome_outbox, metronome_rejected, segment_events;
