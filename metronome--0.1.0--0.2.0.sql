@@ -86,6 +86,16 @@ BEGIN
                 WHERE tgrelid = tbl AND tgname = 'metronome_map') THEN
         EXECUTE pg_catalog.format('DROP TRIGGER metronome_map ON %s', tbl);
     END IF;
+    -- partitions attached by themselves are mapped through the parent now
+    FOR parent IN
+        SELECT t.tgrelid::regclass
+          FROM pg_catalog.pg_partition_tree(tbl) p
+          JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid
+         WHERE p.relid <> tbl AND t.tgname = 'metronome_map' AND t.tgparentid = 0
+    LOOP
+        RAISE NOTICE 'partition % is mapped through % from now on', parent, tbl;
+        EXECUTE pg_catalog.format('DROP TRIGGER metronome_map ON %s', parent);
+    END LOOP;
     IF per_row THEN
         EXECUTE pg_catalog.format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION %s(%s)',

@@ -312,6 +312,11 @@ INSERT INTO part_events (event, day) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "part-2",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2024-03-01');
 SELECT transaction_id FROM metronome_outbox WHERE transaction_id = 'part-2';
+-- attaching the parent again takes over the partition's own trigger
+SELECT metronome_attach('part_events', 'event');
+SELECT tgrelid::regclass, tgparentid <> 0 AS cloned FROM pg_trigger
+ WHERE tgname = 'metronome_map' AND tgrelid IN ('part_events'::regclass, 'part_events_2024'::regclass)
+ ORDER BY 1;
 
 -- The trigger refuses to run where it cannot do its job.
 CREATE TABLE misuse (event jsonb);
