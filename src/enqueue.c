@@ -92,6 +92,12 @@ typedef struct OutboxWriter
 	int64		rejected;
 } OutboxWriter;
 
+static const char *transaction_id_taken(text **ids, const char **id_by,
+										int nids, text *id);
+static bool outbox_has(MappingSet *set, text *id);
+static char *shared_transaction_id(const char *mapping, const char *taken_by,
+								   text *id);
+
 /*
  * Resolve, coerce and check the five fields of one (event, mapping) pair.
  */

@@ -8,7 +8,9 @@
 # non-ASCII message that mixes characters the database encoding has and
 # characters it lacks: the row's last_error holds the message converted to
 # the server encoding, the missing characters as '?', and the database is
-# dumped and restored (psql -f, ON_ERROR_STOP) with that text intact.
+# dumped and restored (psql -f, ON_ERROR_STOP) with that text intact.  In
+# EUC_JP, a row holding a character that has no UTF-8 form is failed with
+# the reason while the rest of its batch is sent.
 use strict;
 use warnings;
 use utf8;
@@ -98,8 +100,22 @@ for my $db (sort keys %cases)
 		"$db: last_error holds Metronome's message in $c->{encoding} ('?' where it has no such character)");
 	$mock->clear_faults;
 
+	# a character without a UTF-8 form (EUC_JP's user-defined area) fails
+	# its row with the reason, and the others of the batch still go
+	if ($db eq 'eucjp')
+	{
+		$mock->reset;
+		sql($db, q{INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp")
+			VALUES ('eucjp-3', pg_catalog.convert_from('\xf5a1'::bytea, 'EUC_JP'), 'api_call', now()),
+			       ('eucjp-4', 'acme', 'api_call', now())});
+		is(sql($db, 'SELECT metronome_ship()'), '1', "$db: the convertible row of the batch is sent");
+		is(sql($db, "SELECT string_agg(transaction_id || ' ' || status || coalesce(': ' || last_error, ''), ', ' ORDER BY id) FROM metronome_outbox WHERE transaction_id IN ('eucjp-3', 'eucjp-4')"),
+			'eucjp-3 failed: the event has text that cannot be converted from EUC_JP to UTF-8, eucjp-4 sent',
+			"$db: the row whose text has no UTF-8 form is failed with the reason");
+	}
+
 	# dump and restore into a new database of the same encoding
-	my ($rc, $out, $err) = run_cmd('pg_dump', '-d', $db, '-f', "$dir/$db.sql");
+	my ($rc, $out, $err) = run_cmd('pg_dump', '-E', $c->{encoding}, '-d', $db, '-f', "$dir/$db.sql");
 	is($rc . $err, '0', "$db: pg_dump succeeds");
 	$node->safe_psql('postgres',
 		"CREATE DATABASE ${db}_restored TEMPLATE template0 ENCODING '$c->{encoding}' LC_COLLATE 'C' LC_CTYPE 'C'");
