@@ -37,6 +37,7 @@ DECLARE
     coltype regtype;
     per_row boolean;
     parent  regclass;
+    part    regclass;
     trigfn  text;
 BEGIN
     SELECT pg_catalog.format('%I.%I', n.nspname, p.proname) INTO trigfn
@@ -87,14 +88,14 @@ BEGIN
         EXECUTE pg_catalog.format('DROP TRIGGER metronome_map ON %s', tbl);
     END IF;
     -- partitions attached by themselves are mapped through the parent now
-    FOR parent IN
+    FOR part IN
         SELECT t.tgrelid::regclass
           FROM pg_catalog.pg_partition_tree(tbl) p
           JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid
          WHERE p.relid <> tbl AND t.tgname = 'metronome_map' AND t.tgparentid = 0
     LOOP
-        RAISE NOTICE 'partition % is mapped through % from now on', parent, tbl;
-        EXECUTE pg_catalog.format('DROP TRIGGER metronome_map ON %s', parent);
+        RAISE NOTICE 'partition % is mapped through % from now on', part, tbl;
+        EXECUTE pg_catalog.format('DROP TRIGGER metronome_map ON %s', part);
     END LOOP;
     IF per_row THEN
         EXECUTE pg_catalog.format('CREATE TRIGGER metronome_map AFTER INSERT ON %s '
