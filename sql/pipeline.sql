@@ -285,6 +285,24 @@ INSERT INTO part_events (event, day) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "part-1",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2024-03-01');
 SELECT transaction_id FROM metronome_outbox WHERE transaction_id = 'part-1';
+-- rows inserted or copied straight into a partition, existing or created
+-- after the attach, are mapped too (a row-level trigger on the parent is
+-- cloned to every partition)
+CREATE TABLE part_events_2025 PARTITION OF part_events
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO part_events_2024 (event, day) VALUES
+('{"type": "track", "event": "API Call", "messageId": "part-direct",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2024-03-01');
+COPY part_events_2025 (event, day) FROM stdin;
+{"type": "track", "event": "API Call", "messageId": "part-copy", "timestamp": "2025-03-01T00:00:00Z", "context": {"groupId": "acme"}}	2025-03-01
+\.
+INSERT INTO part_events (event, day) VALUES
+('{"type": "track", "event": "API Call", "messageId": "part-routed",
+  "timestamp": "2025-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2025-03-01');
+SELECT transaction_id FROM metronome_outbox
+ WHERE transaction_id IN ('part-direct', 'part-copy', 'part-routed') ORDER BY 1;
+-- a partition of an attached table is mapped already
+SELECT metronome_attach('part_events_2025', 'event');
 SELECT metronome_detach('part_events');
 SELECT metronome_detach('part_events');
 SELECT metronome_attach('part_events_2024', 'event');
@@ -294,6 +312,11 @@ INSERT INTO part_events (event, day) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "part-2",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}', '2024-03-01');
 SELECT transaction_id FROM metronome_outbox WHERE transaction_id = 'part-2';
+-- attaching the parent again takes over the partition's own trigger
+SELECT metronome_attach('part_events', 'event');
+SELECT tgrelid::regclass, tgparentid <> 0 AS cloned FROM pg_trigger
+ WHERE tgname = 'metronome_map' AND tgrelid IN ('part_events'::regclass, 'part_events_2024'::regclass)
+ ORDER BY 1;
 
 -- The trigger refuses to run where it cannot do its job.
 CREATE TABLE misuse (event jsonb);
@@ -309,19 +332,106 @@ CREATE TRIGGER t AFTER INSERT ON misuse FOR EACH ROW
     EXECUTE FUNCTION metronome_map_trigger('missing_column');
 INSERT INTO misuse VALUES ('{}');
 
--- Restoring a dump (pg_dump's scripts turn these two off) does not map the
--- restored events again: their outbox rows are restored too.
+-- No guess about restores: the settings pg_dump's scripts and many
+-- migration tools use (check_function_bodies = off, client_min_messages =
+-- warning, row_security = off) do not stop mapping, and a broken or odd
+-- event still gets its rejected row.
 SET check_function_bodies = off;
+SET client_min_messages = warning;
 SET row_security = off;
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "import-1",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}'),
+('{"type": "track", "event": "API Call", "messageId": "import-2",
+  "timestamp": "2024-03-01T00:00:00Z"}');
+RESET row_security;
+RESET client_min_messages;
+RESET check_function_bodies;
+SELECT transaction_id FROM metronome_outbox WHERE transaction_id LIKE 'import-%';
+SELECT event->>'messageId' AS message_id, error FROM metronome_rejected
+ WHERE event->>'messageId' LIKE 'import-%';
+
+-- Restoring a dump (its outbox rows are restored too) is said explicitly:
+-- metronome.skip_mapping, superuser-only; or session_replication_role =
+-- replica, which PostgreSQL honours for every ordinary trigger.
+SET metronome.skip_mapping = on;
 INSERT INTO segment_events (event) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "restored-1",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
-RESET row_security;
+RESET metronome.skip_mapping;
+SET session_replication_role = replica;
 INSERT INTO segment_events (event) VALUES
 ('{"type": "track", "event": "API Call", "messageId": "restored-2",
   "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
-RESET check_function_bodies;
+RESET session_replication_role;
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "restored-3",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
 SELECT transaction_id FROM metronome_outbox WHERE transaction_id LIKE 'restored-%';
+CREATE ROLE regress_metronome_nosu;
+SET ROLE regress_metronome_nosu;
+SET metronome.skip_mapping = on;
+RESET ROLE;
+DROP ROLE regress_metronome_nosu;
+
+-- Two mappings that build one transaction_id for one event: a warning when
+-- the second is created, and the second's pair is a rejected row, not a
+-- silent ON CONFLICT skip.  A re-inserted identical event is still skipped
+-- quietly.
+INSERT INTO metronome_mappings (name, event_type) VALUES ('tokens', '"tokens"');
+SELECT mapping, transaction_id, error FROM metronome_map(
+  '{"type": "track", "event": "API Call", "messageId": "twice-1",
+    "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}')
+ ORDER BY mapping;
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "twice-1",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+SELECT transaction_id, event_type, mapping FROM metronome_outbox WHERE transaction_id LIKE 'twice-%';
+SELECT mapping, event->>'messageId' AS message_id, error FROM metronome_rejected
+ WHERE event->>'messageId' LIKE 'twice-%';
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "twice-1",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+SELECT count(*) AS rejected_twice FROM metronome_rejected
+ WHERE event->>'messageId' LIKE 'twice-%';
+-- the fix the hint names: a distinct transaction_id
+UPDATE metronome_mappings SET transaction_id = '{"@template": "{{messageId}}-tokens"}'
+ WHERE name = 'tokens';
+INSERT INTO segment_events (event) VALUES
+('{"type": "track", "event": "API Call", "messageId": "twice-2",
+  "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+SELECT transaction_id, event_type, mapping FROM metronome_outbox
+ WHERE transaction_id LIKE 'twice-2%' ORDER BY transaction_id;
+DELETE FROM metronome_mappings WHERE name = 'tokens';
+
+-- A mapping set retired while a statement further up still holds it keeps
+-- its plans until the transaction ends: here the cast to json of a row's
+-- column (run by the outer trigger) changes the mappings and inserts an
+-- event, whose nested trigger reloads the cache; the outer trigger then
+-- writes with the plans of the set it started with.
+CREATE TYPE nested_kind AS ENUM ('nested');
+CREATE FUNCTION nested_kind_json(nested_kind) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE metronome_mappings SET event_type = '"nested"' WHERE name = 'tracks';
+    INSERT INTO segment_events (event) VALUES
+    ('{"type": "track", "event": "API Call", "messageId": "nested-inner",
+      "timestamp": "2024-03-01T00:00:00Z", "context": {"groupId": "acme"}}');
+    RETURN to_json($1::text);
+END;
+$$;
+CREATE CAST (nested_kind AS json) WITH FUNCTION nested_kind_json(nested_kind);
+CREATE TABLE nested_rows (
+    "type" text DEFAULT 'track', event text DEFAULT 'API Call', "messageId" text,
+    "timestamp" text DEFAULT '2024-03-01T00:00:00Z',
+    context jsonb DEFAULT '{"groupId": "acme"}', kind nested_kind);
+SELECT metronome_attach('nested_rows');
+INSERT INTO nested_rows ("messageId", kind) VALUES ('nested-outer', 'nested');
+SELECT transaction_id, event_type FROM metronome_outbox
+ WHERE transaction_id LIKE 'nested-%' ORDER BY transaction_id;
+DROP TABLE nested_rows;
+DROP CAST (nested_kind AS json);
+DROP FUNCTION nested_kind_json(nested_kind);
+DROP TYPE nested_kind;
 
 DROP TABLE warehouse_tracks, app_events, part_events, misuse;
 DELETE FROM metronome_mappings;

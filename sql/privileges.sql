@@ -54,6 +54,66 @@ SELECT p.oid::regprocedure AS public_function
  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'
  ORDER BY p.oid::regprocedure::text;
 
+-- The trigger runs as the inserting user, not as the extension's owner.
+SELECT prosecdef FROM pg_proc WHERE oid = 'metronome_map_trigger()'::regprocedure;
+
+-- The exploit: a role owning an attached table (whole-row mode) adds a
+-- column whose type's cast to json runs ALTER ROLE ... SUPERUSER.  to_jsonb()
+-- of the row runs that cast as the inserting role, so the role stays what it
+-- was, and its event is still mapped.
+CREATE ROLE regress_metronome_attacker;
+CREATE SCHEMA regress_attacker AUTHORIZATION regress_metronome_attacker;
+SET ROLE regress_metronome_attacker;
+CREATE TABLE regress_attacker.usage (
+    "type" text DEFAULT 'track', event text, "messageId" text,
+    "timestamp" text DEFAULT '2024-03-01T00:00:00Z',
+    context jsonb DEFAULT '{"groupId": "acme"}');
+RESET ROLE;
+SELECT metronome_attach('regress_attacker.usage');
+SET ROLE regress_metronome_attacker;
+CREATE TYPE regress_attacker.mood AS ENUM ('happy');
+CREATE FUNCTION regress_attacker.mood_json(regress_attacker.mood) RETURNS json
+LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        ALTER ROLE regress_metronome_attacker SUPERUSER;
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;
+    END;
+    RETURN to_json($1::text);
+END;
+$$;
+CREATE CAST (regress_attacker.mood AS json)
+    WITH FUNCTION regress_attacker.mood_json(regress_attacker.mood);
+ALTER TABLE regress_attacker.usage ADD COLUMN mood regress_attacker.mood;
+INSERT INTO regress_attacker.usage (event, "messageId", mood)
+VALUES ('API Call', 'attack-1', 'happy');
+RESET ROLE;
+SELECT rolsuper AS attacker_is_superuser FROM pg_roles
+ WHERE rolname = 'regress_metronome_attacker';
+SELECT transaction_id, customer_id, mapping FROM metronome_outbox
+ WHERE transaction_id = 'attack-1';
+
+-- An application role with only INSERT on a whole-row table gets its
+-- events mapped (the writes into the outbox run as the extension's owner).
+CREATE TABLE regress_app_rows (
+    "type" text DEFAULT 'track', event text, "messageId" text,
+    "timestamp" text DEFAULT '2024-03-01T00:00:00Z',
+    context jsonb DEFAULT '{"groupId": "acme"}');
+SELECT metronome_attach('regress_app_rows');
+GRANT INSERT ON regress_app_rows TO regress_metronome_app;
+SET ROLE regress_metronome_app;
+INSERT INTO regress_app_rows (event, "messageId") VALUES ('API Call', 'rows-1');
+INSERT INTO regress_app_rows (event, "messageId", context) VALUES ('API Call', 'rows-2', '{}');
+RESET ROLE;
+SELECT transaction_id, customer_id, mapping FROM metronome_outbox
+ WHERE transaction_id LIKE 'rows-%';
+SELECT event->>'messageId' AS message_id, error FROM metronome_rejected
+ WHERE event->>'messageId' LIKE 'rows-%';
+DROP TABLE regress_app_rows;
+DROP SCHEMA regress_attacker CASCADE;
+DROP ROLE regress_metronome_attacker;
+
 DELETE FROM metronome_mappings;
 TRUNCATE metronome_outbox, metronome_rejected, segment_events;
 REVOKE ALL ON segment_events FROM regress_metronome_app;

@@ -9,8 +9,22 @@
  * five fields are resolved (mapkit.c), coerced and checked (fields.c), and
  * the result is either an outbox row or, when the pair cannot be mapped, a
  * metronome_rejected row with the reason (or an error that aborts the
- * INSERT, with metronome.on_mapping_error = 'error').  Nothing is dropped.
- * The one exception is the restore of a dump: see restoring_dump().
+ * INSERT, with metronome.on_mapping_error = 'error').  Nothing is dropped:
+ * a second mapping that builds the same transaction_id for the same event
+ * (which ON CONFLICT would silently skip) is a rejected pair too.  Only
+ * metronome.skip_mapping (superuser-only, for restoring a dump) and
+ * session_replication_role = replica (which PostgreSQL honours for every
+ * ordinary trigger) turn mapping off.
+ *
+ * Trust: the trigger is not SECURITY DEFINER.  Everything that can reach
+ * user-defined code (to_jsonb() of the row runs the casts to json of the
+ * row's types; the mapping engine itself is pure C over jsonb) runs as the
+ * inserting user.  Only the statements on the extension's own tables run
+ * as its owner, with SECURITY_RESTRICTED_OPERATION: the load of the
+ * mappings (mappings.c) and the write of outbox and rejected rows, all of
+ * which is in writer_flush() (MetronomeBeginAsOwner(), metronome.c).  A
+ * role allowed only to INSERT into an attached table so still gets its
+ * events mapped, and cannot make the owner run its code.
  *
  * Rows are written in batches: the mapped values are collected into arrays
  * and written by one prepared INSERT ... SELECT FROM unnest(...) ON CONFLICT
@@ -77,6 +91,12 @@ typedef struct OutboxWriter
 	int64		written;		/* outbox rows inserted (not duplicates) */
 	int64		rejected;
 } OutboxWriter;
+
+static const char *transaction_id_taken(text **ids, const char **id_by,
+										int nids, text *id);
+static bool outbox_has(MappingSet *set, text *id);
+static char *shared_transaction_id(const char *mapping, const char *taken_by,
+								   text *id);
 
 /*
  * Resolve, coerce and check the five fields of one (event, mapping) pair.
@@ -146,14 +166,22 @@ writer_init(OutboxWriter *w, MappingSet *set)
 
 /*
  * Write what was collected: one INSERT for the outbox rows, one for the
- * rejected rows.
+ * rejected rows, as the extension's owner.  This is the only place the
+ * mapping pipeline writes the extension's tables.
  */
 static void
 writer_flush(OutboxWriter *w)
 {
 	static const Oid outbox_elem[6] = {TEXTOID, TEXTOID, TEXTOID,
 	TIMESTAMPTZOID, JSONBOID, TEXTOID};
-	MemoryContext old = MemoryContextSwitchTo(w->batch_cxt);
+	MemoryContext old;
+	MetronomeAsOwner sw;
+	bool		wake = false;
+
+	if (w->nrows == 0 && w->nrejected == 0)
+		return;
+	old = MemoryContextSwitchTo(w->batch_cxt);
+	MetronomeBeginAsOwner(w->set->owner, &sw);
 
 	if (w->nrows > 0)
 	{
@@ -176,7 +204,7 @@ writer_flush(OutboxWriter *w)
 		if (SPI_processed > 0)
 		{
 			w->written += SPI_processed;
-			DeliveryWakeAtCommit();
+			wake = true;
 		}
 	}
 
@@ -201,6 +229,9 @@ writer_flush(OutboxWriter *w)
 		w->rejected += w->nrejected;
 	}
 
+	MetronomeEndAsOwner(&sw);
+	if (wake)
+		DeliveryWakeAtCommit();
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(w->batch_cxt);
 	w->nrows = w->nrejected = 0;
@@ -285,6 +316,61 @@ not_an_object(Jsonb *event)
 }
 
 /*
+ * Which earlier mapping of the same event built this transaction_id
+ * (compared byte by byte, as the outbox's unique index does)?  NULL when
+ * none did.
+ */
+static const char *
+transaction_id_taken(text **ids, const char **id_by, int nids, text *id)
+{
+	int			i;
+
+	for (i = 0; i < nids; i++)
+		if (VARSIZE_ANY_EXHDR(ids[i]) == VARSIZE_ANY_EXHDR(id) &&
+			memcmp(VARDATA_ANY(ids[i]), VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id)) == 0)
+			return id_by[i];
+	return NULL;
+}
+
+/*
+ * Is this transaction_id in the outbox already?  Asked only when two
+ * mappings built it for one event (rare: a misconfiguration), so one query
+ * each time is cheap enough.  Runs as the extension's owner.
+ */
+static bool
+outbox_has(MappingSet *set, text *id)
+{
+	static Oid	argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	MetronomeAsOwner sw;
+	bool		found;
+
+	args[0] = PointerGetDatum(id);
+	MetronomeBeginAsOwner(set->owner, &sw);
+	if (SPI_execute_with_args(psprintf("SELECT 1 FROM %s.metronome_outbox "
+									   "WHERE transaction_id OPERATOR(pg_catalog.=) $1",
+									   quote_identifier(get_namespace_name(set->schema))),
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read metronome_outbox");
+	found = SPI_processed > 0;
+	MetronomeEndAsOwner(&sw);
+	return found;
+}
+
+/*
+ * Why the second of two mappings that built one transaction_id for one
+ * event is rejected.
+ */
+static char *
+shared_transaction_id(const char *mapping, const char *taken_by, text *id)
+{
+	return psprintf("transaction_id \"%s\" is also built by mapping \"%s\" for this event, "
+					"and only one usage event can have it: give mapping \"%s\" a distinct "
+					"transaction_id, such as {\"@template\": \"{{messageId}}-%s\"}",
+					text_to_cstring(id), taken_by, mapping, mapping);
+}
+
+/*
  * Map one event by every enabled mapping whose subscription matches.
  * Temporary allocations go to CurrentMemoryContext (reset by the caller).
  */
@@ -292,6 +378,9 @@ static void
 map_event_into(OutboxWriter *w, Jsonb *event, TimestampTz now)
 {
 	MappingSet *set = w->set;
+	text	  **ids = NULL;
+	const char **id_by = NULL;
+	int			nids = 0;
 	int			i;
 
 	if (!JB_ROOT_IS_OBJECT(event))
@@ -304,14 +393,36 @@ map_event_into(OutboxWriter *w, Jsonb *event, TimestampTz now)
 	{
 		CompiledMapping *m = &set->mappings[i];
 		MappedEvent me;
+		const char *taken_by;
 
 		if (m->invalid == NULL && !FqlEval(m->subscription, event))
 			continue;
 		MapEvent(m, event, now, &me);
 		if (me.error)
+		{
 			writer_reject(w, m->name, event, me.error);
-		else
-			writer_add(w, m->name, &me);
+			continue;
+		}
+		if (ids == NULL)
+		{
+			ids = palloc(sizeof(text *) * set->nmappings);
+			id_by = palloc(sizeof(char *) * set->nmappings);
+		}
+		taken_by = transaction_id_taken(ids, id_by, nids,
+										me.fields_text[FIELD_TRANSACTION_ID]);
+		if (taken_by != NULL)
+		{
+			/* a re-inserted event: its first row is there, skip quietly */
+			if (outbox_has(w->set, me.fields_text[FIELD_TRANSACTION_ID]))
+				continue;
+			writer_reject(w, m->name, event,
+						  shared_transaction_id(m->name, taken_by,
+												me.fields_text[FIELD_TRANSACTION_ID]));
+			continue;
+		}
+		ids[nids] = me.fields_text[FIELD_TRANSACTION_ID];
+		id_by[nids++] = m->name;
+		writer_add(w, m->name, &me);
 	}
 }
 
@@ -360,24 +471,6 @@ event_of_row(HeapTuple tuple, TupleDesc desc, int attnum, RowToJsonb *whole)
 		return row_to_jsonb(whole, tuple);
 	d = heap_getattr(tuple, attnum, desc, &isnull);
 	return isnull ? NULL : DatumGetJsonbP(d);
-}
-
-/*
- * Is this session restoring a dump?  pg_dump's scripts (plain, or played by
- * pg_restore, whose parallel workers do the same) set check_function_bodies
- * = off, client_min_messages = warning and row_security = off before
- * loading data (row_security = on with --enable-row-security).  The
- * extension's tables are dumped with their contents, so events restored
- * into segment_events were mapped already, and mapping them again would
- * re-send events whose outbox rows the retention had deleted, and collide
- * with the restored rows' ids.  check_function_bodies = off alone is not
- * taken for a restore: an ordinary session that turns it off still maps.
- */
-static bool
-restoring_dump(void)
-{
-	return !check_function_bodies &&
-		(!row_security || client_min_messages == WARNING);
 }
 
 /*
@@ -445,7 +538,8 @@ metronome_map_trigger(PG_FUNCTION_ARGS)
 				 errmsg("statement-level trigger \"%s\" needs a transition table", trigger->tgname),
 				 errhint("Create it with metronome_attach(), or add REFERENCING NEW TABLE AS new_rows.")));
 
-	if (restoring_dump())
+	/* restoring a dump whose outbox rows are restored too */
+	if (metronome_skip_mapping)
 		return PointerGetDatum(NULL);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -541,6 +635,9 @@ metronome_map(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MappingSet *set;
 	TimestampTz now = GetCurrentTimestamp();
+	text	  **ids;
+	const char **id_by;
+	int			nids = 0;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -560,16 +657,30 @@ metronome_map(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
+	ids = palloc(sizeof(text *) * Max(set->nmappings, 1));
+	id_by = palloc(sizeof(char *) * Max(set->nmappings, 1));
 	for (i = 0; i < set->nmappings; i++)
 	{
 		CompiledMapping *m = &set->mappings[i];
 		MappedEvent me;
 		Datum		values[7] = {0};
 		bool		nulls[7] = {false, true, true, true, true, true, true};
+		const char *taken_by;
 
 		if (m->invalid == NULL && !FqlEval(m->subscription, event))
 			continue;
 		MapEvent(m, event, now, &me);
+		/* as metronome_enqueue would reject it */
+		if (me.error == NULL &&
+			(taken_by = transaction_id_taken(ids, id_by, nids,
+											 me.fields_text[FIELD_TRANSACTION_ID])) != NULL)
+			me.error = shared_transaction_id(m->name, taken_by,
+											 me.fields_text[FIELD_TRANSACTION_ID]);
+		else if (me.error == NULL)
+		{
+			ids[nids] = me.fields_text[FIELD_TRANSACTION_ID];
+			id_by[nids++] = m->name;
+		}
 		values[0] = CStringGetTextDatum(m->name);
 		if (me.error)
 		{

@@ -56,6 +56,7 @@ int			metronome_retain_sent = 7 * 24 * 3600;
 int			metronome_event_retention = -1;
 bool		metronome_enabled = true;
 int			metronome_on_mapping_error = ON_MAPPING_ERROR_REJECT;
+bool		metronome_skip_mapping = false;
 
 static const struct config_enum_entry on_mapping_error_options[] = {
 	{"reject", ON_MAPPING_ERROR_REJECT, false},
@@ -539,6 +540,16 @@ MetronomeDefineSettings(void)
 							 ON_MAPPING_ERROR_REJECT,
 							 on_mapping_error_options,
 							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("metronome.skip_mapping",
+							 "Map nothing: for restoring a dump.",
+							 "On, the mapping trigger maps no event (metronome_enqueue() still does). "
+							 "A dump holds the outbox with the events, so its events must not be mapped again.",
+							 &metronome_skip_mapping,
+							 false,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 

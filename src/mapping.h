@@ -33,6 +33,7 @@ typedef struct MappingSet
 	int			nmappings;
 	CompiledMapping *mappings;
 	Oid			schema;
+	Oid			owner;			/* the extension's owner: writes run as it */
 	Oid			mappings_relid;
 	Oid			outbox_relid;
 	Oid			rejected_relid;

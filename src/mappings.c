@@ -13,8 +13,19 @@
  * the relcache callback then marks the cache stale.  Dropping and
  * re-creating the extension invalidates it the same way.
  *
- * A stale set is not freed at once (a caller may still be using it); it is
- * retired and freed at the end of the transaction.
+ * The rows are read under the latest snapshot, not the caller's: a
+ * REPEATABLE READ transaction or a long COPY that reloads after a change
+ * must see the change, or it would keep applying a disabled or edited
+ * mapping for the rest of the backend's life.  They are read (and the
+ * plans run, enqueue.c) as the extension's owner: a role allowed only to
+ * INSERT events cannot read metronome_mappings.
+ *
+ * A set is built in a context below the caller's, and moved under
+ * CacheMemoryContext only once complete: a load that fails is freed with
+ * the caller's memory.  A stale set is not freed at once: a statement
+ * further up the stack may still hold it and run its plans.  It is retired;
+ * when the transaction ends, no statement can be running it any more, and
+ * the next MappingsGet() frees it, plans and all.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,6 +46,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(metronome_mappings_validate);
@@ -48,8 +60,13 @@ static const char *const field_columns[NUM_FIELDS] = {
 
 static MappingSet *current_set = NULL;
 static bool current_valid = false;
-static List *retired_contexts = NIL;	/* in TopMemoryContext */
+static List *retired_sets = NIL;	/* stale, this transaction; in TopMemoryContext */
+static List *finished_sets = NIL;	/* stale, of an ended transaction */
 static bool callbacks_registered = false;
+
+static void free_finished_sets(void);
+static void warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc,
+									   const char *name);
 
 /*
  * Relcache callback: a change to one of the extension's tables (or a
@@ -69,23 +86,46 @@ mappings_relcache_callback(Datum arg, Oid relid)
 }
 
 /*
- * End of transaction: free retired mapping sets.
+ * End of transaction: the sets retired during it are no longer in use by
+ * any statement; the next MappingsGet() frees them.  (Not here: at abort
+ * the resource owners still hold references to their plans.)
  */
 static void
 mappings_xact_callback(XactEvent event, void *arg)
 {
-	ListCell   *lc;
+	MemoryContext old;
 
 	(void) arg;
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
-	if (retired_contexts == NIL)
+	if (retired_sets == NIL)
 		return;
-	foreach(lc, retired_contexts)
-		MemoryContextDelete((MemoryContext) lfirst(lc));
-	list_free(retired_contexts);
-	retired_contexts = NIL;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	finished_sets = list_concat(finished_sets, retired_sets);
+	MemoryContextSwitchTo(old);
+	list_free(retired_sets);
+	retired_sets = NIL;
+}
+
+/*
+ * Free the sets retired by transactions that have ended.
+ */
+static void
+free_finished_sets(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, finished_sets)
+	{
+		MappingSet *set = (MappingSet *) lfirst(lc);
+
+		SPI_freeplan(set->insert_outbox);
+		SPI_freeplan(set->insert_rejected);
+		MemoryContextDelete(set->context);
+	}
+	list_free(finished_sets);
+	finished_sets = NIL;
 }
 
 /*
@@ -113,22 +153,22 @@ compile_mapping(CompiledMapping *m, const char *subscription, Jsonb **fields)
 }
 
 /*
- * Prepare and keep an SPI plan.
+ * Prepare an SPI plan (kept by the caller once everything else is built).
  */
 static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
+prepare_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
 	return plan;
 }
 
 /*
- * Load every enabled mapping (SPI must be connected).
+ * Load every enabled mapping (SPI must be connected; runs as the extension's
+ * owner, see MappingsGet()).
  */
 static MappingSet *
 load_mappings(void)
@@ -138,12 +178,16 @@ load_mappings(void)
 	MappingSet *set;
 	const char *schema;
 	char	   *sql;
+	SPIPlanPtr	select_plan;
+	SPIPlanPtr	insert_outbox;
+	SPIPlanPtr	insert_rejected;
 	uint64		i;
 	Oid			outbox_types[6] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 	Oid			rejected_types[3] = {TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 
-	cxt = AllocSetContextCreate(CacheMemoryContext, "metronome mappings",
+	/* below the caller's memory until complete: an error frees it */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "metronome mappings",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	set = palloc0(sizeof(MappingSet));
@@ -155,13 +199,17 @@ load_mappings(void)
 	schema = MetronomeSchemaName();
 	MemoryContextSwitchTo(old);
 
+	/* the latest snapshot: see the banner */
 	sql = psprintf("SELECT name, subscription, transaction_id, customer_id, "
 				   "\"timestamp\", event_type, properties "
 				   "FROM %s.metronome_mappings WHERE enabled ORDER BY id",
 				   schema);
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	select_plan = prepare_plan(sql, 0, NULL);
+	if (SPI_execute_snapshot(select_plan, NULL, NULL, GetLatestSnapshot(),
+							 InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read metronome_mappings");
 
+	/* values are copied into cxt before SPI_finish frees the tuples */
 	MemoryContextSwitchTo(cxt);
 	set->nmappings = (int) SPI_processed;
 	set->mappings = palloc0(sizeof(CompiledMapping) * Max(set->nmappings, 1));
@@ -181,27 +229,36 @@ load_mappings(void)
 									 TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
 									 fields);
 	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(select_plan);
 
 	/*
 	 * Rows go in in transaction_id order: two sessions inserting the same
 	 * new events in different orders would otherwise each wait for the
 	 * other's uncommitted row (ON CONFLICT must wait) and deadlock.
 	 */
-	set->insert_outbox = keep_plan(psprintf(
-											"INSERT INTO %s.metronome_outbox "
-											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+	insert_outbox = prepare_plan(psprintf(
+										  "INSERT INTO %s.metronome_outbox "
+										  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+										  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+										  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+										  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+										  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
+										  "ON CONFLICT (transaction_id) DO NOTHING",
+										  schema), 6, outbox_types);
+	insert_rejected = prepare_plan(psprintf(
+											"INSERT INTO %s.metronome_rejected (mapping, event, error) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-											"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-											"pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
-											"ORDER BY r.t COLLATE \"C\" "
-											"ON CONFLICT (transaction_id) DO NOTHING",
-											schema), 6, outbox_types);
-	set->insert_rejected = keep_plan(psprintf(
-											  "INSERT INTO %s.metronome_rejected (mapping, event, error) "
-											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-											  "pg_catalog.unnest($3))",
-											  schema), 3, rejected_types);
-	MemoryContextSwitchTo(old);
+											"pg_catalog.unnest($3))",
+											schema), 3, rejected_types);
+
+	/* complete: keep it */
+	SPI_keepplan(insert_outbox);
+	SPI_keepplan(insert_rejected);
+	set->insert_outbox = insert_outbox;
+	set->insert_rejected = insert_rejected;
+	MemoryContextSetParent(cxt, CacheMemoryContext);
 	return set;
 }
 
@@ -211,12 +268,17 @@ load_mappings(void)
 MappingSet *
 MappingsGet(void)
 {
+	MetronomeAsOwner sw;
+	Oid			owner;
+
 	if (!callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(mappings_relcache_callback, (Datum) 0);
 		RegisterXactCallback(mappings_xact_callback, NULL);
 		callbacks_registered = true;
 	}
+	if (finished_sets != NIL)
+		free_finished_sets();
 
 	if (current_set != NULL && current_valid)
 		return current_set;
@@ -225,16 +287,18 @@ MappingsGet(void)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		SPI_freeplan(current_set->insert_outbox);
-		SPI_freeplan(current_set->insert_rejected);
-		retired_contexts = lappend(retired_contexts, current_set->context);
+		retired_sets = lappend(retired_sets, current_set);
 		MemoryContextSwitchTo(old);
 		current_set = NULL;
 	}
 
 	/* mark valid before loading: an invalidation during the load wins */
 	current_valid = true;
+	owner = MetronomeOwnerOid();
+	MetronomeBeginAsOwner(owner, &sw);
 	current_set = load_mappings();
+	current_set->owner = owner;
+	MetronomeEndAsOwner(&sw);
 	return current_set;
 }
 
@@ -251,6 +315,60 @@ value_excerpt(Jsonb *value)
 	if (len <= 200)
 		return txt;
 	return psprintf("%s...", pnstrdup(txt, pg_mbcliplen(txt, len, 200)));
+}
+
+/*
+ * Warn when an enabled mapping row builds its transaction_id the same way
+ * as another enabled mapping: an event both match would give two usage
+ * events with one transaction_id, and only the first could be kept
+ * (enqueue.c records the second in metronome_rejected).
+ */
+static void
+warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc, const char *name)
+{
+	static Oid	argtypes[3] = {JSONBOID, INT4OID, TEXTOID};
+	Datum		args[3];
+	bool		isnull;
+	bool		enabled;
+	char	   *other = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	MetronomeAsOwner sw;
+
+	enabled = DatumGetBool(SPI_getbinval(tuple, desc, SPI_fnumber(desc, "enabled"), &isnull));
+	if (isnull || !enabled)
+		return;
+	args[0] = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "transaction_id"), &isnull);
+	if (isnull)
+		return;
+	args[1] = SPI_getbinval(tuple, desc, SPI_fnumber(desc, "id"), &isnull);
+	if (isnull)
+		return;
+	args[2] = CStringGetTextDatum(name);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* the user may be allowed to write mappings without reading them */
+	MetronomeBeginAsOwner(InvalidOid, &sw);
+	if (SPI_execute_with_args(psprintf("SELECT name FROM %s.metronome_mappings "
+									   "WHERE enabled AND transaction_id OPERATOR(pg_catalog.=) $1 "
+									   "AND id OPERATOR(pg_catalog.<>) $2 AND name OPERATOR(pg_catalog.<>) $3 "
+									   "ORDER BY id LIMIT 1",
+									   MetronomeSchemaName()),
+							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read metronome_mappings");
+	MetronomeEndAsOwner(&sw);
+	if (SPI_processed > 0)
+		other = MemoryContextStrdup(caller,
+									SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+
+	if (other != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("mappings \"%s\" and \"%s\" build the same transaction_id", other, name),
+				 errdetail("An event that both match gives two usage events with one transaction_id: only the first is kept, and the second is recorded in metronome_rejected."),
+				 errhint("Give mapping \"%s\" a distinct transaction_id, such as {\"@template\": \"{{messageId}}-%s\"}.",
+						 name, name)));
 }
 
 /*
@@ -321,6 +439,8 @@ metronome_mappings_validate(PG_FUNCTION_ARGS)
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
+
+	warn_shared_transaction_id(tuple, desc, name);
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{

@@ -24,6 +24,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
@@ -51,27 +52,45 @@ _PG_init(void)
 }
 
 /*
- * Schema of an extension (PostgreSQL 15 does not export its own helper).
+ * Schema and owner of an extension (PostgreSQL 15 exports no helper).
  */
-static Oid
-extension_schema(Oid extoid)
+static void
+extension_row(Oid extoid, Oid *nsp, Oid *owner)
 {
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tuple;
-	Oid			nsp = InvalidOid;
 
+	*nsp = *owner = InvalidOid;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(extoid));
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))
-		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	{
+		*nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+		*owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return nsp;
+}
+
+/*
+ * The installed extension's OID, or an error saying it is not installed.
+ */
+static Oid
+extension_oid(bool missing_ok)
+{
+	Oid			extoid = get_extension_oid("metronome", true);
+
+	if (!OidIsValid(extoid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"metronome\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION metronome.")));
+	return extoid;
 }
 
 /*
@@ -81,18 +100,65 @@ extension_schema(Oid extoid)
 Oid
 MetronomeSchemaOid(bool missing_ok)
 {
-	Oid			extoid = get_extension_oid("metronome", true);
+	Oid			extoid = extension_oid(missing_ok);
+	Oid			nsp;
+	Oid			owner;
 
 	if (!OidIsValid(extoid))
-	{
-		if (missing_ok)
-			return InvalidOid;
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("extension \"metronome\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION metronome.")));
-	}
-	return extension_schema(extoid);
+		return InvalidOid;
+	extension_row(extoid, &nsp, &owner);
+	return nsp;
+}
+
+/*
+ * The role that owns the extension (and its tables): the mapping pipeline
+ * writes the outbox as this role.
+ */
+Oid
+MetronomeOwnerOid(void)
+{
+	Oid			nsp;
+	Oid			owner;
+
+	extension_row(extension_oid(false), &nsp, &owner);
+	return owner;
+}
+
+/*
+ * Become the extension's owner for a write into its own tables, the way
+ * PostgreSQL's referential-integrity triggers and REFRESH MATERIALIZED VIEW
+ * switch users: SECURITY_RESTRICTED_OPERATION forbids what could leak the
+ * owner's rights beyond the operation, and search_path is pinned to
+ * pg_catalog, pg_temp for its duration.  No user-defined code may run
+ * between this and MetronomeEndAsOwner(): call it only around statements on
+ * the extension's own tables.  An error ends the switch too (transaction
+ * abort restores the user, the security context and the settings).
+ * owner is the extension's owner if the caller knows it, else InvalidOid.
+ */
+void
+MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw)
+{
+	if (!OidIsValid(owner))
+		owner = MetronomeOwnerOid();
+
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
+	SetUserIdAndSecContext(owner, sw->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	sw->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Back to the user (and the settings) MetronomeBeginAsOwner() saved.
+ */
+void
+MetronomeEndAsOwner(MetronomeAsOwner *sw)
+{
+	AtEOXact_GUC(false, sw->save_nestlevel);
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
 }
 
 /*

@@ -13,6 +13,7 @@
  *	  fields.c		coercion and validation of the five Metronome fields
  *	  mappings.c	metronome_mappings rows: validation trigger, per-backend cache
  *	  enqueue.c		the mapping trigger, metronome_enqueue, metronome_map
+ *	  encoding.c	server encoding <-> Metronome's UTF-8
  *	  wake.c		waking the delivery worker at commit
  *	  http.c		the HTTP layer (libcurl multi + json-c), no backend state
  *	  ship.c		claim / send / mark: one shipping cycle (worker and SQL)
@@ -52,6 +53,7 @@ extern int	metronome_retain_sent;		/* seconds; -1 keeps sent rows */
 extern int	metronome_event_retention;	/* seconds; -1 keeps events */
 extern bool metronome_enabled;
 extern int	metronome_on_mapping_error; /* MetronomeOnMappingError */
+extern bool metronome_skip_mapping;	/* restoring a dump: map nothing */
 
 /* guc.c */
 extern void MetronomeDefineSettings(void);
@@ -61,6 +63,21 @@ extern void MetronomeInstallRedaction(void);
 extern Oid	MetronomeSchemaOid(bool missing_ok);
 extern const char *MetronomeSchemaName(void);	/* quoted, for SQL text */
 extern Oid	MetronomeRelid(const char *relname, bool missing_ok);
+extern Oid	MetronomeOwnerOid(void);
+
+/*
+ * metronome.c: statements on the extension's own tables run as its owner
+ * (with SECURITY_RESTRICTED_OPERATION), everything else as the user.
+ */
+typedef struct MetronomeAsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} MetronomeAsOwner;
+
+extern void MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw);
+extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 
 /*
  * Compatibility with PostgreSQL 13 and 14 (built and tested on 15).

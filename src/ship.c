@@ -67,9 +67,11 @@
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "delivery.h"
+#include "encoding.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "http.h"
+#include "mb/pg_wchar.h"
 #include "metronome.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -602,6 +604,27 @@ start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 }
 
 /*
+ * trust: the text fields of an event as UTF-8 (encoding.c); false when one
+ * has no UTF-8 form.
+ */
+static bool
+ship_fields_to_utf8(HttpEvent *ev)
+{
+	char	   *tid = EncodingToUtf8(ev->transaction_id);
+	char	   *cid = EncodingToUtf8(ev->customer_id);
+	char	   *etype = EncodingToUtf8(ev->event_type);
+	char	   *props = EncodingToUtf8(ev->properties);
+
+	if (tid == NULL || cid == NULL || etype == NULL || props == NULL)
+		return false;
+	ev->transaction_id = tid;
+	ev->customer_id = cid;
+	ev->event_type = etype;
+	ev->properties = props;
+	return true;
+}
+
+/*
  * Claim the next chunk of due rows (after the last one claimed in this
  * cycle, so that the rows this transaction already holds are not taken
  * twice) and append its batches to the deque.  Rows whose timestamp
@@ -614,6 +637,8 @@ claim_chunk(Cycle *c, ShipResult *result)
 	ShipRow    *rows;
 	Datum	   *bad = NULL;
 	int			nbad = 0;
+	Datum	   *badenc = NULL;	/* trust: text without a UTF-8 form */
+	int			nbadenc = 0;
 	int			n = 0;
 	uint64		i;
 	uint64		claimed;
@@ -647,6 +672,16 @@ claim_chunk(Cycle *c, ShipResult *result)
 		c->last_nat = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		c->last_id = r->id;
 
+		/* trust: UTF-8 on the way out (encoding.c) */
+		if (!ship_fields_to_utf8(&r->ev))
+		{
+			if (badenc == NULL)
+				badenc = palloc(sizeof(Datum) * claimed);
+			badenc[nbadenc++] = Int64GetDatum(r->id);
+			continue;
+		}
+		/* end trust */
+
 		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
 			r->ev.timestamp_us < MIN_RFC3339_US ||
 			r->ev.timestamp_us >= MAX_RFC3339_US)
@@ -672,6 +707,22 @@ claim_chunk(Cycle *c, ShipResult *result)
 		result->failed += nbad;
 		StatusCountRows(0, nbad);
 	}
+
+	/* trust: rows whose text has no UTF-8 form */
+	if (nbadenc > 0)
+	{
+		Datum		values[2];
+
+		values[0] = PointerGetDatum(construct_array(badenc, nbadenc, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+		values[1] = CStringGetTextDatum(psprintf("the event has text that cannot be converted from %s to UTF-8",
+												 GetDatabaseEncodingName()));
+		execute(plans.failed, values, NULL, SPI_OK_UPDATE);
+		result->failed += nbadenc;
+		StatusCountRows(0, nbadenc);
+	}
+	/* end trust */
 
 	/* batches in claim order */
 	for (i = 0; i < (uint64) n; i += metronome_batch_size)
@@ -717,6 +768,8 @@ handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 
 	result->requests++;
 	StatusCountRequest();
+	/* trust: Metronome's text in the server encoding (encoding.c) */
+	EncodingFromUtf8Buf(req->error, sizeof(req->error));
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
@@ -1208,6 +1261,8 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	klass = req->klass;
 	strlcpy(error, req->error, sizeof(error));
 	HttpRequestFree(req);
+	/* trust: Metronome's text in the server encoding (encoding.c) */
+	EncodingFromUtf8Buf(error, sizeof(error));
 
 	if (status == 400 || (status >= 200 && status < 300))
 		PG_RETURN_TEXT_P(cstring_to_text("ok"));

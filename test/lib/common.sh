@@ -59,7 +59,7 @@ mt_missing_packages()
 {
 	local want p missing=""
 	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
-	# the operations tests (test/t/3xx) run the real pg_cron and pg_partman
+	# the real pg_cron and pg_partman: test/t/3xx (operations), 112_partitions
 	want="$want postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-partman"
 	if command -v dpkg-query >/dev/null 2>&1; then
 		for p in $want; do

@@ -6,7 +6,11 @@
 # metronome_attach().  It is dumped as a plain script and in the custom
 # format, and restored into fresh clusters: with psql -f (ON_ERROR_STOP) and
 # with pg_restore --exit-on-error, also with -j 2 and with
-# --enable-row-security.  Each restore ends without an error or a warning
+# --enable-row-security.  A restore says that it is one: metronome.skip_mapping
+# = on (psql -f, pg_restore) or session_replication_role = replica
+# (pg_restore -j 2, --enable-row-security), given through PGOPTIONS; without
+# either the restored events would be mapped again (no setting is guessed
+# from).  Each restore ends without an error or a warning
 # and gives back exactly the same rows (sent ones included: the extension's
 # tables are dumped whole) and sequence positions: the restored events are
 # not mapped a second time (the deleted sent rows do not come back, no
@@ -36,6 +40,7 @@ sub run_cmd
 	my ($out, $err) = ('', '');
 	local $ENV{PGHOST} = $node->host;
 	local $ENV{PGPORT} = $node->port;
+	local $ENV{PGOPTIONS} = $ENV{MT_RESTORE_OPTIONS} // '';
 	IPC::Run::run(\@cmd, '<', '/dev/null', '>', \$out, '2>', \$err);
 	return ($? >> 8, $out, $err);
 }
@@ -207,7 +212,7 @@ sub check_new_rows
 		  . "INSERT INTO usage_log (payload) SELECT "
 		  . track_sql("'$tag-usage-' || g", "'cust-n'")
 		  . " FROM generate_series(1, 2) g;"
-		  . "INSERT INTO metronome_mappings (name, subscription) VALUES ('$tag-mapping', 'event = \"never\"')"
+		  . "INSERT INTO metronome_mappings (name, subscription, transaction_id) VALUES ('$tag-mapping', 'event = \"never\"', '{\"\@template\": \"{{messageId}}-never\"}')"
 	);
 	is($ret . $e, '0', "$label: new events and a new mapping insert without error");
 	my ($o_max, $r_max, $e_max) = split / /, $max_ids;
@@ -261,6 +266,7 @@ sub no_errors
 ###########################################################################
 my $mock_b = start_mock(name => 'mock_b');
 my $pb = fresh_node('plain', $mock_b);
+$ENV{MT_RESTORE_OPTIONS} = '-c metronome.skip_mapping=on';
 ($rc, $out, $err) = run_cmd($pb, 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
 	'-d', 'postgres', '-f', "$dir/plain.sql");
 is($rc, 0, 'psql -f plain.sql: exit status 0');
@@ -283,6 +289,7 @@ is($rc . $err, '0', 'pg_restore --exit-on-error: exit status 0, no message');
 check_restored($pc, 'postgres', 'pg_restore');
 
 $pc->safe_psql('postgres', 'CREATE DATABASE par');
+$ENV{MT_RESTORE_OPTIONS} = '-c session_replication_role=replica';
 ($rc, $out, $err) = run_cmd($pc, 'pg_restore', '--exit-on-error', '-j', '2', '-d', 'par',
 	"$dir/custom.dump");
 is($rc . $err, '0', 'pg_restore -j 2: exit status 0, no message');
@@ -294,6 +301,7 @@ $pc->safe_psql('postgres', 'CREATE DATABASE rls');
 is($rc . $err, '0', 'pg_restore --enable-row-security: exit status 0, no message');
 check_restored($pc, 'rls', 'pg_restore --enable-row-security');
 
+delete $ENV{MT_RESTORE_OPTIONS};
 check_new_rows($pc, 'postgres', 'pg_restore', 'newc');
 check_shipping($pc, $mock_c, 'pg_restore', 'newc');
 $pc->stop;
