@@ -21,6 +21,7 @@
 #include "funcapi.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -49,30 +50,6 @@ _PG_init(void)
 }
 
 /*
- * Schema of an extension (PostgreSQL 15 does not export its own helper).
- */
-static Oid
-extension_schema(Oid extoid)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	Oid			nsp = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return nsp;
-}
-
-/*
  * OID of the schema the extension is installed in; InvalidOid (or an error
  * unless missing_ok) when it is not installed in this database.
  */
@@ -90,7 +67,7 @@ MetronomeSchemaOid(bool missing_ok)
 				 errmsg("extension \"metronome\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION metronome.")));
 	}
-	return extension_schema(extoid);
+	return get_extension_schema(extoid);
 }
 
 /*
@@ -123,30 +100,3 @@ MetronomeRelid(const char *relname, bool missing_ok)
 						relname)));
 	return relid;
 }
-
-#if PG_VERSION_NUM < 150000
-/*
- * PostgreSQL 15's InitMaterializedSRF(fcinfo, 0), for older servers: a
- * tuplestore in the per-query context for a set-returning function.
- */
-void
-MetronomeInitMaterializedSRF(FunctionCallInfo fcinfo)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext old;
-	TupleDesc	desc;
-
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		!(rsinfo->allowedModes & SFRM_Materialize))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("set-valued function called in context that cannot accept a set")));
-	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->setDesc = CreateTupleDescCopy(desc);
-	MemoryContextSwitchTo(old);
-}
-#endif

@@ -61,14 +61,4 @@ extern Oid	MetronomeSchemaOid(bool missing_ok);
 extern const char *MetronomeSchemaName(void);	/* quoted, for SQL text */
 extern Oid	MetronomeRelid(const char *relname, bool missing_ok);
 
-/*
- * Compatibility with PostgreSQL 13 and 14 (built and tested on 15).
- */
-#if PG_VERSION_NUM < 150000
-#include "fmgr.h"
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
-#define InitMaterializedSRF(fcinfo, flags) MetronomeInitMaterializedSRF(fcinfo)
-extern void MetronomeInitMaterializedSRF(FunctionCallInfo fcinfo);
-#endif
-
 #endif							/* METRONOME_H */
