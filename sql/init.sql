@@ -209,10 +209,13 @@ RESET metronome.on_mapping_error;
 -- A plain role cannot read the token nor the URL, by any means.
 CREATE ROLE regress_metronome_plain;
 SET ROLE regress_metronome_plain;
+-- refused with insufficient_privilege (the message differs from 16 on)
+\set VERBOSITY sqlstate
 SHOW metronome.api_token;
 SELECT current_setting('metronome.api_token');
 SELECT current_setting('metronome.api_token', true) IS NULL AS hidden;
 SHOW metronome.ingest_url;
+\set VERBOSITY default
 SELECT name FROM pg_settings WHERE name IN ('metronome.api_token', 'metronome.ingest_url');
 SELECT count(*) FROM pg_show_all_settings() WHERE name = 'metronome.api_token';
 SET metronome.api_token = 'abcd';

@@ -70,6 +70,7 @@
 #include "fql.h"
 #include "mapkit.h"
 #include "mb/pg_wchar.h"
+#include "pg_compat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -92,7 +93,7 @@ PG_FUNCTION_INFO_V1(metronome_fuzz);
  * (PostgreSQL 16 replaced that with a fixed set of context kinds: there
  * the harness falls back to an ordinary AllocSet.)
  */
-#if PG_VERSION_NUM < 160000
+#if PG_COMPAT_CHUNK_POINTS_AT_CONTEXT
 #define FUZZ_OWN_CONTEXT 1
 
 typedef struct FuzzChunk
@@ -254,7 +255,8 @@ static int	fill_byte = -1;		/* not used: AllocSet does not fill */
 static MemoryContext
 fuzz_context_create(MemoryContext parent, const char *name)
 {
-	return AllocSetContextCreate(parent, name, ALLOCSET_DEFAULT_SIZES);
+	/* the Internal variant: the name is not a constant string here */
+	return AllocSetContextCreateInternal(parent, name, ALLOCSET_DEFAULT_SIZES);
 }
 #endif
 
