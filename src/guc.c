@@ -353,7 +353,7 @@ metronome_emit_log_hook(ErrorData *edata)
  */
 static void
 metronome_post_parse_analyze(ParseState *pstate, Query *query,
-							 JumbleState *jstate)
+							 PG_COMPAT_JUMBLE_CONST JumbleState *jstate)
 {
 	if (prev_post_parse_analyze_hook)
 		prev_post_parse_analyze_hook(pstate, query, jstate);

@@ -24,6 +24,8 @@
  *								JsonbInState from 19: PgCompatJsonbBuilder
  *	  wait events				custom names (WaitEventExtensionNew) from
  *								17; "Extension" before: PgCompatWaitEvent
+ *	  post_parse_analyze_hook	its JumbleState is const from 19:
+ *								PG_COMPAT_JUMBLE_CONST
  *	  memory chunk headers		a chunk points at its context before 16
  *								(only the fuzz harness cares)
  *
@@ -216,6 +218,16 @@ PgCompatWaitEvent(const char *name)
 	return PG_WAIT_EXTENSION;
 #endif
 }
+
+/*
+ * post_parse_analyze_hook: 19 passes the JumbleState as const.  Declare a
+ * hook's parameter as "PG_COMPAT_JUMBLE_CONST JumbleState *jstate".
+ */
+#if PG_VERSION_NUM >= 190000
+#define PG_COMPAT_JUMBLE_CONST const
+#else
+#define PG_COMPAT_JUMBLE_CONST
+#endif
 
 /*
  * Memory chunk headers: before 16 the word just before a palloc'd chunk
