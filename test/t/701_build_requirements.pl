@@ -14,7 +14,7 @@ use MetronomeTest;
 
 my $src = source_dir();
 my $dir = PostgreSQL::Test::Utils::tempdir();
-my $real = `command -v pkg-config`;
+my $real = `sh -c 'command -v pkg-config'`;
 chomp $real;
 
 # fake_pkg_config CURL JSONC: a pkg-config reporting these versions
@@ -45,7 +45,7 @@ sub make_n
 	my ($curl, $jsonc) = @_;
 	my $pc = fake_pkg_config($curl, $jsonc);
 	my ($out, $err) = run_command(
-		[ 'make', '-n', '-C', $src, "PKG_CONFIG=$pc", "PG_CONFIG=$ENV{PG_CONFIG}" ]);
+		[ 'make', '-n', '-B', '-C', $src, "PKG_CONFIG=$pc", "PG_CONFIG=$ENV{PG_CONFIG}" ]);
 	my $ok = ($err !~ /\*\*\*/);
 	return ($ok, "$out$err");
 }
