@@ -3,7 +3,7 @@
 #   make                      build metronome.so
 #   make install              install into the server that PG_CONFIG names
 #   make installcheck         pg_regress suite against a running server
-#   make dist                 the PGXN zip, metronome-VERSION.zip, from git HEAD
+#   make dist                 the PGXN zip, pg_metronome-VERSION.zip, from git HEAD
 #
 # Needs PostgreSQL 15 or later (src/pg_compat.h), libcurl 7.85.0 or later
 # (CURLOPT_PROTOCOLS_STR; curl_easy_header is 7.84) and json-c 0.15 or later
@@ -55,8 +55,9 @@ $(OBJS): $(wildcard src/*.h)
 
 # The PGXN distribution: git archive of HEAD (what is committed, less the
 # export-ignore paths of .gitattributes), named for the control file's version.
-DIST = $(EXTENSION)-$(EXTVERSION).zip
+DISTNAME = pg_metronome
+DIST = $(DISTNAME)-$(EXTVERSION).zip
 .PHONY: dist
 dist:
-	git archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ --output $(DIST) HEAD
+	git archive --format zip --prefix=$(DISTNAME)-$(EXTVERSION)/ --output $(DIST) HEAD
 	@echo "$(DIST)"
