@@ -193,7 +193,10 @@ SET metronome.database = 'other';
 ALTER SYSTEM SET metronome.batch_size = 0;
 ALTER SYSTEM SET metronome.batch_size = 101;
 ALTER SYSTEM SET metronome.max_attempts = -1;
+-- out of range (17 on also print the bounds' unit)
+\set VERBOSITY sqlstate
 ALTER SYSTEM SET metronome.retain_sent = -2;
+\set VERBOSITY default
 ALTER SYSTEM SET metronome.enabled = 'maybe';
 ALTER SYSTEM SET metronome.ingest_url = 'ftp://metronome.example/v1/ingest';
 ALTER SYSTEM SET metronome.ingest_url = 'metronome.example/v1/ingest';
