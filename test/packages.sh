@@ -18,16 +18,20 @@
 #   3. Debian: the unpacked zip with an orig tarball beside it,
 #      `dpkg-buildpackage -us -uc`, one postgresql-NN-metronome .deb per
 #      PostgreSQL major pg_buildext supports here;
-#   4. installs each .deb with dpkg into the system's paths, starts a
-#      throwaway server of that major (as the OS user pgmetronome) with the
-#      library preloaded and the mock Metronome as ingest URL, runs CREATE
-#      EXTENSION and the preset mapping, inserts one Segment track event and
-#      waits until the worker has shipped it and the mock has it; then
-#      stops everything and removes the package again (dpkg --purge).
+#   4. installs each .deb with dpkg (--instdir, --admindir: a clean root
+#      holding a copy of the system's server of that major, which
+#      relocates, so nothing outside the work directory changes and a
+#      metronome.so that a `make install` left in the system is not used),
+#      starts a throwaway server from there (as the OS user pgmetronome)
+#      with the library preloaded and the mock Metronome as ingest URL,
+#      runs CREATE EXTENSION and the preset mapping, inserts one Segment
+#      track event and waits until the worker has shipped it and the mock
+#      has it; then stops everything and removes the package (dpkg --purge).
 #
-# It is not part of test/run.sh: it needs root, installs into the system's
-# PostgreSQL directories for a moment and needs git history (make dist);
-# test/run.sh installs nothing system-wide.  It takes about a minute.
+# It is not part of test/run.sh: it installs Debian's packaging tools as
+# root, needs git history (make dist archives HEAD) and builds the
+# extension three more times; test/run.sh tests the working tree.  It
+# takes about a minute.
 #
 # Ends with "N passed, N failed"; exit status 0 when nothing failed.
 
@@ -88,14 +92,12 @@ chmod 755 "$W"
 MOCK_PID=""
 DATA=""
 PG_BIN=""
-INSTALLED=""
 cleanup()
 {
 	if [ -n "$DATA" ] && [ -n "$PG_BIN" ]; then
 		runuser -u "$MT_USER" -- "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
 	fi
 	[ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null
-	[ -n "$INSTALLED" ] && dpkg --purge "$INSTALLED" >/dev/null 2>&1
 	if [ "$KEEP" -eq 1 ]; then
 		echo "kept: $W" >&2
 	else
@@ -210,16 +212,31 @@ for v in "${MAJORS[@]}"; do
 		bash -c "dpkg -c '$deb' | grep -q ' ./usr/lib/postgresql/$v/lib/metronome.so\$' &&
 			dpkg -c '$deb' | grep -q ' ./usr/share/postgresql/$v/extension/metronome.control\$' &&
 			dpkg -c '$deb' | grep -q ' ./usr/share/postgresql/$v/extension/metronome--0.1.0--0.2.0.sql\$'"
-	if [ -e "/usr/lib/postgresql/$v/lib/metronome.so" ] && ! dpkg -S "/usr/lib/postgresql/$v/lib/metronome.so" >/dev/null 2>&1; then
-		echo "not ok - /usr/lib/postgresql/$v/lib/metronome.so exists and no package owns it (a make install?): not overwriting it"
-		FAILED=$((FAILED + 1))
-		continue
-	fi
-	check "dpkg -i installs postgresql-$v-metronome" dpkg -i "$deb" || continue
-	INSTALLED=postgresql-$v-metronome
-	PG_BIN=/usr/lib/postgresql/$v/bin
-	check "dpkg -L: the library is in the system's pkglibdir" \
-		bash -c "dpkg -L postgresql-$v-metronome | grep -qx '$("$PG_BIN/pg_config" --pkglibdir)/metronome.so'"
+	check "its dependencies are satisfiable on this system (apt-get -s install)" \
+		apt-get -s -qq install "$deb"
+
+	# A clean root: a copy of the system's server (bindir, pkglibdir,
+	# sharedir, same layout: it relocates), without any metronome file, and
+	# an empty dpkg database; dpkg installs the .deb there.
+	R=$W/root-$v
+	PG_BIN=$R/usr/lib/postgresql/$v/bin
+	pgc=/usr/lib/postgresql/$v/bin/pg_config
+	for d in "$("$pgc" --bindir)" "$("$pgc" --pkglibdir)" "$("$pgc" --sharedir)"; do
+		mkdir -p "$R$(dirname "$d")"
+		[ -d "$R$d" ] || cp -a "$d" "$R$d"
+	done
+	rm -f "$R$("$pgc" --pkglibdir)"/metronome* "$R$("$pgc" --sharedir)"/extension/metronome*
+	rm -rf "$R$("$pgc" --pkglibdir)/bitcode/metronome"
+	mkdir -p "$R/var/lib/dpkg/info" "$R/var/lib/dpkg/updates"
+	: >"$R/var/lib/dpkg/status"
+	dpkg_() { dpkg --instdir="$R" --admindir="$R/var/lib/dpkg" --force-depends --force-script-chrootless "$@"; }
+	check "dpkg -i installs postgresql-$v-metronome into a clean root" dpkg_ -i "$deb" || continue
+	mkdir -p "$W/x-$v" && dpkg-deb -x "$deb" "$W/x-$v"
+	check "the installed library is the .deb's, where the server looks for it" \
+		cmp "$W/x-$v$("$pgc" --pkglibdir)/metronome.so" "$R$("$pgc" --pkglibdir)/metronome.so"
+	check "the relocated server finds its pkglibdir in the clean root" \
+		test "$("$PG_BIN/pg_config" --pkglibdir)" = "$R$("$pgc" --pkglibdir)"
+	chown -R "$MT_USER:" "$R"
 
 	# the mock Metronome and a throwaway server, as the unprivileged user
 	D=$W/run-$v
@@ -284,10 +301,9 @@ sys.exit(0 if ok else 1)"
 	DATA=""
 	kill "$MOCK_PID" 2>/dev/null
 	MOCK_PID=""
-	check "dpkg --purge removes postgresql-$v-metronome" dpkg --purge "postgresql-$v-metronome"
-	INSTALLED=""
-	check "nothing of it is left in the system's paths" \
-		test ! -e "/usr/lib/postgresql/$v/lib/metronome.so" -a ! -e "/usr/share/postgresql/$v/extension/metronome.control"
+	check "dpkg --purge removes postgresql-$v-metronome" dpkg_ --purge "postgresql-$v-metronome"
+	check "nothing of it is left in the root" \
+		test ! -e "$R$("$pgc" --pkglibdir)/metronome.so" -a ! -e "$R$("$pgc" --sharedir)/extension/metronome.control"
 done
 
 [ "$FAILED" -eq 0 ] || { echo "----- $W/checks.log"; tail -n 40 "$W/checks.log"; }
