@@ -26,6 +26,10 @@
  *								17; "Extension" before: PgCompatWaitEvent
  *	  post_parse_analyze_hook	its JumbleState is const from 19:
  *								PG_COMPAT_JUMBLE_CONST
+ *	  no-return functions		pg_noreturn (before the declaration) from
+ *								18; pg_attribute_noreturn() before
+ *	  default signal action		PG_SIG_DFL from 19 (handlers take a second
+ *								argument); SIG_DFL before
  *	  memory chunk headers		a chunk points at its context before 16
  *								(only the fuzz harness cares)
  *
@@ -227,6 +231,23 @@ PgCompatWaitEvent(const char *name)
 #define PG_COMPAT_JUMBLE_CONST const
 #else
 #define PG_COMPAT_JUMBLE_CONST
+#endif
+
+/*
+ * A function that does not return: declare it "pg_noreturn static void
+ * f(...)".  18 has pg_noreturn (C11 _Noreturn, or C23 [[noreturn]] in 19,
+ * which must begin the declaration); before, the GCC attribute.
+ */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
+/*
+ * The default action of a signal, for pqsignal(): 19 gives signal handlers
+ * a second argument and casts SIG_DFL to that type as PG_SIG_DFL.
+ */
+#ifndef PG_SIG_DFL
+#define PG_SIG_DFL SIG_DFL
 #endif
 
 /*

@@ -334,7 +334,7 @@ setup_once(void)
 }
 
 /* report a finding: print it and abort, so libFuzzer keeps the input */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 finding(const char *fmt,...) pg_attribute_printf(1, 2);
 
 static void
@@ -808,8 +808,8 @@ metronome_fuzz(PG_FUNCTION_ARGS)
 	 * them back to libFuzzer, whose -timeout (hangs) needs SIGALRM.  No
 	 * backend timeout is armed while it runs.
 	 */
-	pqsignal(SIGALRM, SIG_DFL);
-	pqsignal(SIGINT, SIG_DFL);
-	pqsignal(SIGTERM, SIG_DFL);
+	pqsignal(SIGALRM, PG_SIG_DFL);
+	pqsignal(SIGINT, PG_SIG_DFL);
+	pqsignal(SIGTERM, PG_SIG_DFL);
 	PG_RETURN_INT32(LLVMFuzzerRunDriver(&argc, &argv, one_input));
 }
