@@ -57,8 +57,15 @@ sub wait_in_flight
 }
 
 # 1. kill -9 of the worker mid-request, three times.
+# PostgreSQL 18beta1 never restarts a background worker after a crash
+# (bgworker.c: ResetBackgroundWorkerCrashTimes leaves rw_pid set; fixed in
+# the 18 release line): there the crash rounds are TODO.
+my $no_bgw_restart = $node->safe_psql('postgres', 'SHOW server_version') =~ /^18beta1\b/;
 for my $round (1 .. 3)
 {
+	local $TODO = $no_bgw_restart
+	  ? 'PostgreSQL 18beta1 does not restart background workers after a crash'
+	  : undef;
 	insert("k$round", 250);
 	my $pid = worker_pid();
 	ok(wait_in_flight(), "round $round: a request is in flight");
