@@ -78,6 +78,13 @@ for my $round (1 .. 3)
 			},
 			60),
 		"round $round: the server and a new worker are back");
+	if ($no_bgw_restart)
+	{
+		# no worker will come back: a new postmaster starts one for what follows
+		$node->stop('immediate');
+		$node->start;
+		last;
+	}
 }
 
 # 2. Immediate stop of the postmaster mid-request.
