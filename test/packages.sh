@@ -120,6 +120,8 @@ check "the zip holds META.json, the control file, the Makefile and the LICENSE" 
 	-a -f "$W/pgxn/$DIST/Makefile" -a -f "$W/pgxn/$DIST/LICENSE"
 check "the zip holds nothing but committed files (no build products)" \
 	bash -c "! find '$W/pgxn/$DIST' -name '*.o' -o -name '*.so' | grep -q ."
+check "the zip leaves out the CI files (.ci, .github: export-ignore)" \
+	test ! -e "$W/pgxn/$DIST/.ci" -a ! -e "$W/pgxn/$DIST/.github"
 check "META.json follows the PGXN meta spec 1.0.0 and says version $EXTVERSION" \
 	python3 - "$W/pgxn/$DIST" "$EXTVERSION" <<'EOF'
 import json, os, re, sys
