@@ -193,7 +193,10 @@ SET metronome.database = 'other';
 ALTER SYSTEM SET metronome.batch_size = 0;
 ALTER SYSTEM SET metronome.batch_size = 101;
 ALTER SYSTEM SET metronome.max_attempts = -1;
+-- out of range (17 on also print the bounds' unit)
+\set VERBOSITY sqlstate
 ALTER SYSTEM SET metronome.retain_sent = -2;
+\set VERBOSITY default
 ALTER SYSTEM SET metronome.enabled = 'maybe';
 ALTER SYSTEM SET metronome.ingest_url = 'ftp://metronome.example/v1/ingest';
 ALTER SYSTEM SET metronome.ingest_url = 'metronome.example/v1/ingest';
@@ -209,10 +212,13 @@ RESET metronome.on_mapping_error;
 -- A plain role cannot read the token nor the URL, by any means.
 CREATE ROLE regress_metronome_plain;
 SET ROLE regress_metronome_plain;
+-- refused with insufficient_privilege (the message differs from 16 on)
+\set VERBOSITY sqlstate
 SHOW metronome.api_token;
 SELECT current_setting('metronome.api_token');
 SELECT current_setting('metronome.api_token', true) IS NULL AS hidden;
 SHOW metronome.ingest_url;
+\set VERBOSITY default
 SELECT name FROM pg_settings WHERE name IN ('metronome.api_token', 'metronome.ingest_url');
 SELECT count(*) FROM pg_show_all_settings() WHERE name = 'metronome.api_token';
 SET metronome.api_token = 'abcd';

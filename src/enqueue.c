@@ -50,6 +50,7 @@
 #include "mapping.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 #include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"

@@ -37,6 +37,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "parser/analyze.h"
+#include "pg_compat.h"
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
@@ -74,27 +75,19 @@ static char *api_token_setting = NULL;
 #define TOKEN_GUC_NAME "metronome.api_token"
 
 /*
- * Memory for GUC string values and "extra" data: malloc'd before
- * PostgreSQL 16, guc_malloc'd (and guc_free'd) since.
+ * Memory for GUC string values and "extra" data (guc_malloc, which
+ * pg_compat.h maps to malloc before PostgreSQL 16).
  */
 static void *
 token_alloc(size_t size)
 {
-#if PG_VERSION_NUM >= 160000
 	return guc_malloc(LOG, size);
-#else
-	return malloc(size);
-#endif
 }
 
 static void
 token_free(void *ptr)
 {
-#if PG_VERSION_NUM >= 160000
 	guc_free(ptr);
-#else
-	free(ptr);
-#endif
 }
 
 /*
@@ -361,20 +354,11 @@ metronome_emit_log_hook(ErrorData *edata)
  * came, just before parsing it).
  */
 static void
-#if PG_VERSION_NUM >= 140000
 metronome_post_parse_analyze(ParseState *pstate, Query *query,
-							 JumbleState *jstate)
-#else
-metronome_post_parse_analyze(ParseState *pstate, Query *query)
-#endif
+							 PG_COMPAT_JUMBLE_CONST JumbleState *jstate)
 {
-#if PG_VERSION_NUM >= 140000
 	if (prev_post_parse_analyze_hook)
 		prev_post_parse_analyze_hook(pstate, query, jstate);
-#else
-	if (prev_post_parse_analyze_hook)
-		prev_post_parse_analyze_hook(pstate, query);
-#endif
 	if (pgstat_track_activities && debug_query_string != NULL &&
 		assigns_token(debug_query_string))
 	{

@@ -59,6 +59,7 @@
 #include "delivery.h"
 #include "launcher.h"
 #include "metronome.h"
+#include "pg_compat.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -491,7 +492,7 @@ MetronomeLauncherMain(Datum main_arg)
 		launcher_start_workers();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
+						 1000L, PgCompatWaitEvent("MetronomeIdle"));
 	}
 }
 

@@ -21,6 +21,7 @@
 #include "mapkit_int.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 
 typedef struct EvalCtx
 {
@@ -834,7 +835,7 @@ MapkitEval(const MapNode *node, Jsonb *event, char **errmsg)
  * under construction.
  */
 static JsonbValue *
-push_value(JsonbParseState **ps, JsonbIteratorToken tok, JsonbValue *v)
+push_value(PgCompatJsonbBuilder *b, JsonbIteratorToken tok, JsonbValue *v)
 {
 	JsonbValue *res;
 	int			i;
@@ -842,23 +843,23 @@ push_value(JsonbParseState **ps, JsonbIteratorToken tok, JsonbValue *v)
 	check_stack_depth();
 	if (v->type == jbvObject)
 	{
-		pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
+		PgCompatJsonbPush(b, WJB_BEGIN_OBJECT, NULL);
 		for (i = 0; i < v->val.object.nPairs; i++)
 		{
-			pushJsonbValue(ps, WJB_KEY, &v->val.object.pairs[i].key);
-			push_value(ps, WJB_VALUE, &v->val.object.pairs[i].value);
+			PgCompatJsonbPush(b, WJB_KEY, &v->val.object.pairs[i].key);
+			push_value(b, WJB_VALUE, &v->val.object.pairs[i].value);
 		}
-		res = pushJsonbValue(ps, WJB_END_OBJECT, NULL);
+		res = PgCompatJsonbPush(b, WJB_END_OBJECT, NULL);
 	}
 	else if (v->type == jbvArray)
 	{
-		pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
+		PgCompatJsonbPush(b, WJB_BEGIN_ARRAY, NULL);
 		for (i = 0; i < v->val.array.nElems; i++)
-			push_value(ps, WJB_ELEM, &v->val.array.elems[i]);
-		res = pushJsonbValue(ps, WJB_END_ARRAY, NULL);
+			push_value(b, WJB_ELEM, &v->val.array.elems[i]);
+		res = PgCompatJsonbPush(b, WJB_END_ARRAY, NULL);
 	}
 	else
-		res = pushJsonbValue(ps, tok, v);
+		res = PgCompatJsonbPush(b, tok, v);
 	return res;
 }
 
@@ -868,9 +869,10 @@ push_value(JsonbParseState **ps, JsonbIteratorToken tok, JsonbValue *v)
 Jsonb *
 MapkitResultToJsonb(JsonbValue *result)
 {
-	JsonbParseState *ps = NULL;
+	PgCompatJsonbBuilder b;
 
 	if (result->type != jbvObject && result->type != jbvArray)
 		return JsonbValueToJsonb(result);
-	return JsonbValueToJsonb(push_value(&ps, WJB_ELEM, result));
+	memset(&b, 0, sizeof(b));
+	return JsonbValueToJsonb(push_value(&b, WJB_ELEM, result));
 }

@@ -26,6 +26,7 @@
 #include "mapkit_int.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 #include "unicode_case.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
@@ -277,27 +278,29 @@ JsAppendJson(StringInfo out, const JsonbValue *v)
 /* State of JsJsonParse's semantic actions */
 typedef struct JsParse
 {
-	JsonbParseState *ps;
+	PgCompatJsonbBuilder jb;
 	JsonbValue *result;
 	bool		bad;			/* a number we will not convert */
 } JsParse;
 
-static void
+static JsonActionResult
 jp_object_start(void *state)
 {
 	JsParse    *jp = (JsParse *) state;
 
 	if (!jp->bad)
-		pushJsonbValue(&jp->ps, WJB_BEGIN_OBJECT, NULL);
+		PgCompatJsonbPush(&jp->jb, WJB_BEGIN_OBJECT, NULL);
+	return JSON_ACTION_OK;
 }
 
-static void
+static JsonActionResult
 jp_array_start(void *state)
 {
 	JsParse    *jp = (JsParse *) state;
 
 	if (!jp->bad)
-		pushJsonbValue(&jp->ps, WJB_BEGIN_ARRAY, NULL);
+		PgCompatJsonbPush(&jp->jb, WJB_BEGIN_ARRAY, NULL);
+	return JSON_ACTION_OK;
 }
 
 static void
@@ -307,24 +310,26 @@ jp_end(JsParse *jp, JsonbIteratorToken tok)
 
 	if (jp->bad)
 		return;
-	res = pushJsonbValue(&jp->ps, tok, NULL);
-	if (jp->ps == NULL)
+	res = PgCompatJsonbPush(&jp->jb, tok, NULL);
+	if (res != NULL)
 		jp->result = res;
 }
 
-static void
+static JsonActionResult
 jp_object_end(void *state)
 {
 	jp_end((JsParse *) state, WJB_END_OBJECT);
+	return JSON_ACTION_OK;
 }
 
-static void
+static JsonActionResult
 jp_array_end(void *state)
 {
 	jp_end((JsParse *) state, WJB_END_ARRAY);
+	return JSON_ACTION_OK;
 }
 
-static void
+static JsonActionResult
 jp_field_start(void *state, char *fname, bool isnull)
 {
 	JsParse    *jp = (JsParse *) state;
@@ -332,11 +337,12 @@ jp_field_start(void *state, char *fname, bool isnull)
 
 	(void) isnull;
 	if (jp->bad)
-		return;
+		return JSON_ACTION_OK;
 	key.type = jbvString;
 	key.val.string.val = fname;
 	key.val.string.len = strlen(fname);
-	pushJsonbValue(&jp->ps, WJB_KEY, &key);
+	PgCompatJsonbPush(&jp->jb, WJB_KEY, &key);
+	return JSON_ACTION_OK;
 }
 
 /*
@@ -367,14 +373,14 @@ js_number_ok(const char *tok)
 	return true;
 }
 
-static void
+static JsonActionResult
 jp_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	JsParse    *jp = (JsParse *) state;
 	JsonbValue	v;
 
 	if (jp->bad)
-		return;
+		return JSON_ACTION_OK;
 	switch (tokentype)
 	{
 		case JSON_TOKEN_STRING:
@@ -386,7 +392,7 @@ jp_scalar(void *state, char *token, JsonTokenType tokentype)
 			if (!js_number_ok(token))
 			{
 				jp->bad = true;
-				return;
+				return JSON_ACTION_STOP;
 			}
 			v.type = jbvNumeric;
 			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
@@ -403,13 +409,15 @@ jp_scalar(void *state, char *token, JsonTokenType tokentype)
 			v.type = jbvNull;
 			break;
 	}
-	if (jp->ps == NULL)
+	if (PgCompatJsonbOpen(&jp->jb) == NULL)
 	{
 		jp->result = palloc(sizeof(JsonbValue));
 		*jp->result = v;
 	}
 	else
-		pushJsonbValue(&jp->ps, jp->ps->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+		PgCompatJsonbPush(&jp->jb, PgCompatJsonbOpen(&jp->jb)->contVal.type == jbvArray ?
+						  WJB_ELEM : WJB_VALUE, &v);
+	return JSON_ACTION_OK;
 }
 
 /*
@@ -475,7 +483,7 @@ JsJsonParse(const char *s, int len, JsonbValue *out)
 	sem.object_field_start = jp_field_start;
 	sem.scalar = jp_scalar;
 
-	lex = makeJsonLexContextCstringLen(pnstrdup(s, len), len, GetDatabaseEncoding(), true);
+	lex = PgCompatJsonLexer(pnstrdup(s, len), len, GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || jp.bad || jp.result == NULL)
 		return false;
 	*out = *jp.result;

@@ -22,6 +22,7 @@
 #include "launcher.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -191,30 +192,3 @@ MetronomeRelid(const char *relname, bool missing_ok)
 						relname)));
 	return relid;
 }
-
-#if PG_VERSION_NUM < 150000
-/*
- * PostgreSQL 15's InitMaterializedSRF(fcinfo, 0), for older servers: a
- * tuplestore in the per-query context for a set-returning function.
- */
-void
-MetronomeInitMaterializedSRF(FunctionCallInfo fcinfo)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext old;
-	TupleDesc	desc;
-
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		!(rsinfo->allowedModes & SFRM_Materialize))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("set-valued function called in context that cannot accept a set")));
-	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->setDesc = CreateTupleDescCopy(desc);
-	MemoryContextSwitchTo(old);
-}
-#endif

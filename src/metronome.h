@@ -79,14 +79,4 @@ typedef struct MetronomeAsOwner
 extern void MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw);
 extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 
-/*
- * Compatibility with PostgreSQL 13 and 14 (built and tested on 15).
- */
-#if PG_VERSION_NUM < 150000
-#include "fmgr.h"
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
-#define InitMaterializedSRF(fcinfo, flags) MetronomeInitMaterializedSRF(fcinfo)
-extern void MetronomeInitMaterializedSRF(FunctionCallInfo fcinfo);
-#endif
-
 #endif							/* METRONOME_H */

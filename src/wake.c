@@ -24,9 +24,7 @@
 #include "utils/rel.h"
 
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
-#if PG_VERSION_NUM >= 140000
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
-#endif
 static bool wake_pending = false;
 static bool callback_registered = false;
 
@@ -84,7 +82,6 @@ DeliveryWakeAtCommit(void)
 static bool
 writes_outbox(EState *estate)
 {
-#if PG_VERSION_NUM >= 140000
 	ListCell   *lc;
 
 	foreach(lc, estate->es_opened_result_relations)
@@ -94,17 +91,6 @@ writes_outbox(EState *estate)
 		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
 			return true;
 	}
-#else
-	int			i;
-
-	for (i = 0; i < estate->es_num_result_relations; i++)
-	{
-		ResultRelInfo *rri = &estate->es_result_relations[i];
-
-		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
-			return true;
-	}
-#endif
 	return false;
 }
 
@@ -126,7 +112,6 @@ wake_ExecutorEnd(QueryDesc *queryDesc)
 		standard_ExecutorEnd(queryDesc);
 }
 
-#if PG_VERSION_NUM >= 140000
 /*
  * ProcessUtility hook: COPY ... FROM into a relation named
  * metronome_outbox does not go through ExecutorEnd; it wakes the worker
@@ -152,7 +137,6 @@ wake_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		strcmp(((CopyStmt *) stmt)->relation->relname, "metronome_outbox") == 0)
 		DeliveryWakeAtCommit();
 }
-#endif
 
 /*
  * Install the hooks (from _PG_init, when preloaded: every
@@ -163,8 +147,6 @@ DeliveryInstallWakeHook(void)
 {
 	prev_ExecutorEnd = ExecutorEnd_hook;
 	ExecutorEnd_hook = wake_ExecutorEnd;
-#if PG_VERSION_NUM >= 140000
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = wake_ProcessUtility;
-#endif
 }

@@ -45,6 +45,7 @@
 #include "metronome.h"
 #include "retain.h"
 #include "miscadmin.h"
+#include "pg_compat.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -92,12 +93,15 @@ DeliveryInit(void)
 	StatusShmemInit();
 }
 
-/* sleep on the latch for at most ms milliseconds */
+/*
+ * Sleep on the latch for at most ms milliseconds (wait event MetronomeIdle
+ * from PostgreSQL 17, Extension before).
+ */
 static void
 wait_latch(long ms)
 {
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 Max(ms, 1), PG_WAIT_EXTENSION);
+					 Max(ms, 1), PgCompatWaitEvent("MetronomeIdle"));
 }
 
 /* apply a pending SIGHUP; true if there was one */

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # test/run.sh: the test command of pg_metronome.  CI runs it through .ci/run.
 #
-# Usage: test/run.sh [--only SUITE]... [--keep] [-v] [--valgrind] [NAME]...
+# Usage: test/run.sh [--pg-config PATH] [--only SUITE]... [--keep] [-v] [--valgrind] [NAME]...
 #
+#   --pg-config PATH  test against the PostgreSQL installation whose pg_config
+#                 this is (a Debian package's or a source build's, e.g. one made
+#                 by test/build-postgres.sh); default PG_CONFIG, else pg_config
+#                 in PATH.  test/matrix.sh runs this for several installations.
 #   --only SUITE  run only this suite; repeatable.  SUITE is one of
 #                 regress    pg_regress over sql/*.sql (expected/*.out)
 #                 tap        TAP tests test/t/*.pl (PostgreSQL::Test::Cluster)
@@ -97,6 +101,14 @@ while [ $# -gt 0 ]; do
 			shift 2 ;;
 		--only=*)
 			set -- --only "${1#--only=}" "${@:2}" ;;
+		--pg-config)
+			[ $# -ge 2 ] || mt_die "--pg-config needs the path of a pg_config"
+			[ -x "$2" ] || mt_die "--pg-config $2: not an executable"
+			PG_CONFIG=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+			export PG_CONFIG
+			shift 2 ;;
+		--pg-config=*)
+			set -- --pg-config "${1#--pg-config=}" "${@:2}" ;;
 		--keep) KEEP=1; shift ;;
 		-v|--verbose) VERBOSE=1; shift ;;
 		--valgrind) VALGRIND=1; shift ;;
@@ -331,6 +343,7 @@ if want_suite tap && [ -d test/t ]; then
 		[ "$VERBOSE" -eq 1 ] && vflag=(-v)
 		PERL5LIB="$PG_PGXSDIR/test/perl:$MT_SRC/test/lib${PERL5LIB:+:$PERL5LIB}" \
 		PG_REGRESS="$PG_REGRESS" TESTDIR="$MT_SRC" \
+		TESTDATADIR="$MT_SRC/tmp_check" TESTLOGDIR="$MT_SRC/tmp_check/log" \
 		PG_TEST_PORT_DIR="$MT_WORKDIR" \
 			perl test/lib/tap_run.pl "${vflag[@]}" "${files[@]}" 2>&1 | tee "$MT_WORKDIR/tap.log"
 		rc=${PIPESTATUS[0]}

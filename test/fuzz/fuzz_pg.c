@@ -70,6 +70,7 @@
 #include "fql.h"
 #include "mapkit.h"
 #include "mb/pg_wchar.h"
+#include "pg_compat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -92,7 +93,7 @@ PG_FUNCTION_INFO_V1(metronome_fuzz);
  * (PostgreSQL 16 replaced that with a fixed set of context kinds: there
  * the harness falls back to an ordinary AllocSet.)
  */
-#if PG_VERSION_NUM < 160000
+#if PG_COMPAT_CHUNK_POINTS_AT_CONTEXT
 #define FUZZ_OWN_CONTEXT 1
 
 typedef struct FuzzChunk
@@ -254,7 +255,8 @@ static int	fill_byte = -1;		/* not used: AllocSet does not fill */
 static MemoryContext
 fuzz_context_create(MemoryContext parent, const char *name)
 {
-	return AllocSetContextCreate(parent, name, ALLOCSET_DEFAULT_SIZES);
+	/* the Internal variant: the name is not a constant string here */
+	return AllocSetContextCreateInternal(parent, name, ALLOCSET_DEFAULT_SIZES);
 }
 #endif
 
@@ -332,7 +334,7 @@ setup_once(void)
 }
 
 /* report a finding: print it and abort, so libFuzzer keeps the input */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 finding(const char *fmt,...) pg_attribute_printf(1, 2);
 
 static void
@@ -806,8 +808,8 @@ metronome_fuzz(PG_FUNCTION_ARGS)
 	 * them back to libFuzzer, whose -timeout (hangs) needs SIGALRM.  No
 	 * backend timeout is armed while it runs.
 	 */
-	pqsignal(SIGALRM, SIG_DFL);
-	pqsignal(SIGINT, SIG_DFL);
-	pqsignal(SIGTERM, SIG_DFL);
+	pqsignal(SIGALRM, PG_SIG_DFL);
+	pqsignal(SIGINT, PG_SIG_DFL);
+	pqsignal(SIGTERM, PG_SIG_DFL);
 	PG_RETURN_INT32(LLVMFuzzerRunDriver(&argc, &argv, one_input));
 }

@@ -52,15 +52,35 @@ mt_find_pg_config()
 	export PG_CONFIG=$PGC
 }
 
+# mt_debian_server: is the server Debian's (/usr/lib/postgresql/N)?
+mt_debian_server() { case "$PG_BINDIR" in /usr/lib/postgresql/*) return 0 ;; esac; return 1; }
+
+# mt_source_server_complete: does a server not packaged by Debian have what
+# the suites need (headers, initdb and postgres, pg_regress, the isolation
+# tester, the TAP modules)?  If not, MT_INCOMPLETE says what is missing.
+mt_source_server_complete()
+{
+	local f
+	for f in "$("$PGC" --includedir-server)/postgres.h" "$PG_BINDIR/initdb" "$PG_BINDIR/postgres" 		"$PG_PGXSDIR/test/regress/pg_regress" "$PG_PGXSDIR/test/isolation/pg_isolation_regress" 		"$PG_PGXSDIR/test/perl/PostgreSQL/Test/Cluster.pm"; do
+		if [ ! -e "$f" ]; then
+			MT_INCOMPLETE="$f is missing"
+			return 1
+		fi
+	done
+	return 0
+}
+
 # mt_missing_packages: print the Debian packages the build and the tests
 # need that are not installed (one line, space separated; empty when none).
 # Without dpkg, checks the tools themselves and prints what is missing.
 mt_missing_packages()
 {
 	local want p missing=""
-	want="postgresql-server-dev-$PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
-	# the real pg_cron and pg_partman: test/t/3xx (operations), 112_partitions
-	want="$want postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-partman"
+	want="libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
+	# a server Debian packaged, or one built from source (test/build-postgres.sh);
+	# for Debian's, the real pg_cron and pg_partman too: test/t/3xx
+	# (operations), 112_partitions
+	mt_debian_server && want="postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-partman $want"
 	if command -v dpkg-query >/dev/null 2>&1; then
 		for p in $want; do
 			if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
@@ -68,7 +88,9 @@ mt_missing_packages()
 			fi
 		done
 		# the server itself (initdb, postgres) for the tests
-		[ -x "$PG_BINDIR/initdb" ] && [ -x "$PG_BINDIR/postgres" ] || missing="$missing postgresql-$PG_MAJOR"
+		if mt_debian_server; then
+			[ -x "$PG_BINDIR/initdb" ] && [ -x "$PG_BINDIR/postgres" ] || missing="$missing postgresql-$PG_MAJOR"
+		fi
 	else
 		[ -f "$("$PGC" --includedir-server)/postgres.h" ] || missing="$missing server-headers(postgresql-server-dev-$PG_MAJOR)"
 		command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
@@ -90,6 +112,9 @@ mt_missing_packages()
 mt_ensure_packages()
 {
 	local missing
+	if ! mt_debian_server && ! mt_source_server_complete; then
+		mt_die "the server of $PGC is incomplete: $MT_INCOMPLETE (build one with test/build-postgres.sh)"
+	fi
 	missing=$(mt_missing_packages)
 	[ -z "$missing" ] && return 0
 	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -74,7 +74,8 @@ $node->safe_psql(
 ($ret, $out, $err) =
   $node->psql('postgres', 'SHOW metronome.api_token', extra_params => [ '-U', 'plain' ]);
 isnt($ret, 0, 'plain role: SHOW fails');
-like($err, qr/must be superuser or have privileges of pg_read_all_settings/,
+# (PostgreSQL 16 words it "permission denied to examine", with a DETAIL)
+like($err, qr/must be superuser or have privileges of pg_read_all_settings|permission denied to examine "metronome.api_token"/,
 	'plain role: SHOW says why');
 ($ret, $out, $err) = $node->psql(
 	'postgres',

@@ -57,8 +57,15 @@ sub wait_in_flight
 }
 
 # 1. kill -9 of the worker mid-request, three times.
+# PostgreSQL 18beta1 never restarts a background worker after a crash
+# (bgworker.c: ResetBackgroundWorkerCrashTimes leaves rw_pid set; fixed in
+# the 18 release line): there the crash rounds are TODO.
+my $no_bgw_restart = $node->safe_psql('postgres', 'SHOW server_version') =~ /^18beta1\b/;
 for my $round (1 .. 3)
 {
+	local $TODO = $no_bgw_restart
+	  ? 'PostgreSQL 18beta1 does not restart background workers after a crash'
+	  : undef;
 	insert("k$round", 250);
 	my $pid = worker_pid();
 	ok(wait_in_flight(), "round $round: a request is in flight");
@@ -71,6 +78,13 @@ for my $round (1 .. 3)
 			},
 			60),
 		"round $round: the server and a new worker are back");
+	if ($no_bgw_restart)
+	{
+		# no worker will come back: a new postmaster starts one for what follows
+		$node->stop('immediate');
+		$node->start;
+		last;
+	}
 }
 
 # 2. Immediate stop of the postmaster mid-request.
