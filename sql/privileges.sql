@@ -24,7 +24,7 @@ SELECT * FROM metronome_rejected;
 SELECT * FROM segment_events;
 SELECT metronome_enqueue('{"type": "track"}');
 SELECT * FROM metronome_map('{"type": "track"}');
-SELECT metronome_ship();
+CALL metronome_ship();
 SELECT metronome_retry();
 SELECT * FROM metronome_status();
 SELECT metronome_check_connection();

@@ -675,8 +675,11 @@ queue_push(Cycle *c, ShipBatch *b)
  * The txids of the queue come from another cluster (a restore), or the
  * cursor has never been used: re-stamp the rows once.  Acknowledged rows
  * get txid 0 (visible in every snapshot), pending ones this transaction's
- * own xid, and the cursor restarts at a snapshot that sees the former and
- * not the latter.  Runs in the claim's transaction, the cursor row locked.
+ * own xid, and the cursor restarts at the current snapshot with our own
+ * xid added to its in-progress list: it sees the acknowledged rows, not
+ * ours, nor those of any transaction still in progress (they are claimed
+ * once they commit).  Runs in the claim's transaction, the cursor row
+ * locked.
  */
 static void
 ship_fixup(void)
@@ -698,9 +701,15 @@ ship_fixup(void)
 							   " INSERT INTO %1$s.metronome_ticks"
 							   " SELECT '1', '1:1:', coalesce(acked_at, pg_catalog.now())"
 							   " FROM %1$s.metronome_delivery;"
-							   " UPDATE %1$s.metronome_delivery SET last_snap ="
-							   " (pg_catalog.pg_current_xact_id()::text || ':' ||"
-							   " pg_catalog.pg_current_xact_id()::text || ':')::pg_catalog.pg_snapshot,"
+							   " UPDATE %1$s.metronome_delivery SET last_snap = ("
+							   "WITH n AS (SELECT pg_catalog.pg_current_snapshot() AS s,"
+							   " pg_catalog.pg_current_xact_id() AS x)"
+							   " SELECT CASE WHEN x >= pg_catalog.pg_snapshot_xmax(s) THEN s ELSE"
+							   " (LEAST(pg_catalog.pg_snapshot_xmin(s), x)::text || ':' ||"
+							   " pg_catalog.pg_snapshot_xmax(s)::text || ':' ||"
+							   " (SELECT pg_catalog.string_agg(v::text, ',' ORDER BY v)"
+							   " FROM (SELECT pg_catalog.pg_snapshot_xip(s) AS v UNION SELECT x) u)"
+							   ")::pg_catalog.pg_snapshot END FROM n),"
 							   " cur_snap = NULL, pos_txid = '0', pos_id = 0, lease_pid = NULL,"
 							   " lease_until = NULL, lease_txid = NULL, lease_id = NULL,"
 							   " lease_final = NULL, system_id = %2$s", s, sysid),
@@ -1053,7 +1062,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			ship_set_error(psprintf("Metronome refused the event with transaction_id \"%s\": %s",
 									b->r[0]->ev.transaction_id, error));
 			ereport(WARNING,
-					(errmsg("Metronome refused outbox row %lld",
+					(errmsg("metronome refused outbox row %lld",
 							(long long) b->r[0]->id),
 					 errdetail("Metronome refused the event with transaction_id \"%s\": %s",
 							   b->r[0]->ev.transaction_id, error),

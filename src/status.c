@@ -471,9 +471,21 @@ metronome_status(PG_FUNCTION_ARGS)
 		snap.state = DELIVERY_BACKOFF;
 	values[1] = CStringGetTextDatum(DeliveryStateName(snap.state));
 
-	sql = psprintf("SELECT (SELECT count(*) FROM %1$s.metronome_outbox WHERE status = 'pending'),"
-				   " (SELECT count(*) FROM %1$s.metronome_outbox WHERE status = 'failed'),"
-				   " (SELECT min(created_at) FROM %1$s.metronome_outbox WHERE status = 'pending')",
+	/*
+	 * Pending queue rows are those after the cursor: an index range on
+	 * (txid, id) from last_snap's xmin, not a scan of the history.
+	 */
+	sql = psprintf("WITH d AS (SELECT * FROM %1$s.metronome_delivery dd"
+				   " ORDER BY dd.system_id IS NULL LIMIT 1),"
+				   " q AS (SELECT q.created_at FROM %1$s.metronome_queue q, d"
+				   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin(d.last_snap)"
+				   " AND NOT %1$s.metronome_acked(q.txid, q.id, d.last_snap, d.cur_snap, d.pos_txid, d.pos_id)"
+				   " AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s WHERE s.id = q.id))"
+				   " SELECT (SELECT count(*) FROM q) +"
+				   " (SELECT count(*) FROM %1$s.metronome_outbox_state WHERE status = 'pending'),"
+				   " (SELECT count(*) FROM %1$s.metronome_outbox_state WHERE status = 'failed'),"
+				   " LEAST((SELECT min(created_at) FROM q),"
+				   " (SELECT min(created_at) FROM %1$s.metronome_outbox_state WHERE status = 'pending'))",
 				   MetronomeSchemaName());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

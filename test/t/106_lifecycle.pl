@@ -121,7 +121,7 @@ ok(wait_for(sub { $node->safe_psql('postgres', 'SELECT state FROM metronome_stat
 insert('paused', 5);
 sleep(1.5);
 is(queue('paused'), '5/0/0', 'nothing shipped while paused');
-($ret, $out, $err) = $node->psql('billing', 'SELECT metronome_ship()');
+($ret, $out, $err) = $node->psql('billing', 'CALL metronome_ship()');
 is($out, '0', 'metronome_ship() ships nothing either');
 like($err, qr/NOTICE:  shipping is paused/, 'and says why');
 $node->append_conf('postgresql.conf', "metronome.enabled = on\n");

@@ -147,19 +147,19 @@ $node->safe_psql('other', "CREATE EXTENSION metronome; $trigger");
 arm('other', 'session-');
 insert('other', 'session-', 1000);
 $mock->faults({ script => ['ok', 'ok', 'ok', 'ok', { delay => 2 }, { delay => 2 }, { delay => 2 }, { delay => 2 }] });
-my ($ret, $out, $err) = $node->psql('other', 'SELECT metronome_ship()');
+my ($ret, $out, $err) = $node->psql('other', 'CALL metronome_ship()');
 like($err, qr/ERROR:  boom: UPDATE of session-/,
 	'metronome_ship(): the ERROR reaches the caller');
 is(queue('other', 'session-'), '1000/0/0', 'and every row is still pending');
 arm('other', '(none)');
-is($node->safe_psql('other', 'SELECT metronome_ship()'), '1000',
+is($node->safe_psql('other', 'CALL metronome_ship()'), '1000',
 	'the next metronome_ship() ships them all');
 
 # 3. Cancels mid-request: statement_timeout while the mock holds the answer.
 $mock->faults({ delay => 30 });
 insert('other', 'cancel-', 10);
 ($ret, $out, $err) = $node->psql('other',
-	"SET statement_timeout = '2s'; SELECT metronome_ship()");
+	"SET statement_timeout = '2s'; CALL metronome_ship()");
 like($err, qr/ERROR:  canceling statement due to statement timeout/,
 	'metronome_ship() is cancelled mid-request');
 is(queue('other', 'cancel-'), '10/0/0', 'its rows stay pending');
@@ -170,7 +170,7 @@ like($err, qr/ERROR:  canceling statement due to statement timeout/,
 $mock->faults({ delay => 0 });
 is($node->safe_psql('other', 'SELECT metronome_check_connection()'), 'ok',
 	'metronome_check_connection() works again');
-is($node->safe_psql('other', 'SELECT metronome_ship()'), '10',
+is($node->safe_psql('other', 'CALL metronome_ship()'), '10',
 	'metronome_ship() ships the rows left pending');
 
 $node->stop;
