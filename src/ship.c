@@ -781,6 +781,23 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 					 errhint("Run ALTER EXTENSION metronome UPDATE, or re-create the extension.")));
 		tup = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
+		/* a live process with an unexpired lease is shipping */
+		{
+			Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
+
+			if (!isnull && DatumGetInt32(pid) != MyProcPid)
+			{
+				Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
+
+				if (!isnull && DatumGetTimestampTz(until) > now &&
+					BackendPidGetProc(DatumGetInt32(pid)) != NULL)
+				{
+					result->busy = true;
+					return 0;
+				}
+			}
+		}
+
 		old = MemoryContextSwitchTo(c->cxt);
 		sysid = ship_text(tup, desc, 3);
 		MemoryContextSwitchTo(old);
@@ -789,23 +806,6 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 		ship_fixup();
 		/* the re-stamped rows become visible when this claim commits */
 		c->again = true;
-	}
-
-	/* a live process with an unexpired lease is shipping */
-	{
-		Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
-
-		if (!isnull && DatumGetInt32(pid) != MyProcPid)
-		{
-			Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
-
-			if (!isnull && DatumGetTimestampTz(until) > now &&
-				BackendPidGetProc(DatumGetInt32(pid)) != NULL)
-			{
-				result->busy = true;
-				return 0;
-			}
-		}
 	}
 
 	old = MemoryContextSwitchTo(c->cxt);
