@@ -187,16 +187,33 @@ SET search_path = @extschema@, pg_catalog, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM metronome_outbox_state s
-                WHERE s.transaction_id = NEW.transaction_id) THEN
+                WHERE s.transaction_id = NEW.transaction_id)
+       OR EXISTS (SELECT 1 FROM metronome_queue q
+                   WHERE q.transaction_id = NEW.transaction_id) THEN
         RETURN NULL;
+    END IF;
+    -- A row with a history (a later first attempt, a status, attempts, an
+    -- error) is an exception row from the start.
+    IF NEW.next_attempt_at > now() OR NEW.status IS DISTINCT FROM 'pending'
+       OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL
+       OR NEW.sent_at IS NOT NULL THEN
+        INSERT INTO metronome_outbox_state
+            (id, transaction_id, customer_id, event_type, "timestamp", properties,
+             mapping, status, attempts, next_attempt_at, last_error, created_at, sent_at)
+        VALUES (coalesce(NEW.id, nextval('metronome_outbox_id_seq')),
+                NEW.transaction_id, NEW.customer_id, NEW.event_type, NEW."timestamp",
+                coalesce(NEW.properties, '{}'), NEW.mapping,
+                coalesce(NEW.status, 'pending'), coalesce(NEW.attempts, 0),
+                coalesce(NEW.next_attempt_at, now()), NEW.last_error,
+                coalesce(NEW.created_at, now()), NEW.sent_at)
+        RETURNING id, created_at INTO NEW.id, NEW.created_at;
+        RETURN NEW;
     END IF;
     INSERT INTO metronome_queue (id, transaction_id, customer_id, event_type,
                                  "timestamp", properties, mapping)
     SELECT coalesce(NEW.id, nextval('metronome_outbox_id_seq')),
            NEW.transaction_id, NEW.customer_id, NEW.event_type,
            NEW."timestamp", coalesce(NEW.properties, '{}'), NEW.mapping
-     WHERE NOT EXISTS (SELECT 1 FROM metronome_queue q
-                        WHERE q.transaction_id = NEW.transaction_id)
     ON CONFLICT DO NOTHING
     RETURNING id, created_at INTO NEW.id, NEW.created_at;
     IF NEW.id IS NULL THEN

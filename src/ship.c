@@ -352,15 +352,15 @@ ship_ensure_plans(Oid relid)
 									   " FROM %s.metronome_delivery FOR UPDATE", s), 0, NULL);
 
 	plans.main = ship_prepare(psprintf(
-									   "SELECT txid::text, id, transaction_id, customer_id, event_type,"
-									   " \"timestamp\", properties::text, mapping, created_at"
-									   " FROM %s.metronome_queue"
-									   " WHERE txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
-									   " AND txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
-									   " AND (txid, id) > ($3::pg_catalog.xid8, $4)"
-									   " AND pg_catalog.pg_visible_in_snapshot(txid, $2::pg_catalog.pg_snapshot)"
-									   " AND NOT pg_catalog.pg_visible_in_snapshot(txid, $1::pg_catalog.pg_snapshot)"
-									   " ORDER BY txid, id LIMIT $5", s),
+									   "SELECT q.txid::text, q.id, q.transaction_id, q.customer_id, q.event_type,"
+									   " q.\"timestamp\", q.properties::text, q.mapping, q.created_at"
+									   " FROM %s.metronome_queue q"
+									   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
+									   " AND q.txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
+									   " AND (q.txid, q.id) > ($3::pg_catalog.xid8, $4)"
+									   " AND pg_catalog.pg_visible_in_snapshot(q.txid, $2::pg_catalog.pg_snapshot)"
+									   " AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $1::pg_catalog.pg_snapshot)"
+									   " ORDER BY q.txid, q.id LIMIT $5", s),
 							  5, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID});
 
 	plans.state = ship_prepare(psprintf(
@@ -1177,6 +1177,28 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 	char		nulls[11];
 	int			ret;
 	int			i;
+
+	/*
+	 * A DROP or ALTER EXTENSION while the requests were out: step aside.
+	 * Nothing is acknowledged; what is left is sent again.
+	 */
+	{
+		Oid			relid = MetronomeRelid("metronome_delivery", true);
+
+		if (!OidIsValid(relid) || relid != plans.relid ||
+			!ConditionalLockRelationOid(relid, RowExclusiveLock))
+		{
+			result->locked = OidIsValid(relid);
+			result->no_extension = !OidIsValid(relid);
+			return;
+		}
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
+			MetronomeRelid("metronome_delivery", true) != relid)
+		{
+			result->no_extension = true;
+			return;
+		}
+	}
 
 	while (prefix < c->nrows && c->rows[prefix].outcome != OUTCOME_NONE)
 		prefix++;

@@ -40,7 +40,7 @@ SET client_min_messages = warning;
 CALL metronome_ship();
 });
 	my $log = substr(slurp_file($node->logfile), $offset);
-	my @plans = grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue\b/ }
+	my @plans = grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue q\b/ }
 	  split /(?=LOG:  duration:)/, $log;
 	return undef unless @plans;
 	my $plan = $plans[0];
