@@ -244,6 +244,7 @@ static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 static Cycle *pending = NULL;
 
 static double ship_jitter(void);
+static int64 ship_gate_delay(int64 retry_after_ms, double random01);
 static SPIPlanPtr ship_prepare(const char *sql, int nargs, Oid *argtypes);
 static void ship_free_plans(void);
 static void ship_ensure_plans(Oid relid);
@@ -282,6 +283,19 @@ ShipBackoffDelay(int failures, double random01)
 {
 	return HttpBackoffDelay(failures, SHIP_BACKOFF_BASE_MS,
 							metronome_max_backoff, random01);
+}
+
+/*
+ * How long the shared gate stays closed after one more failure: the
+ * server's Retry-After when it gave one, else the backoff of the gate's
+ * consecutive failures.
+ */
+static int64
+ship_gate_delay(int64 retry_after_ms, double random01)
+{
+	if (retry_after_ms >= 0)
+		return retry_after_ms;
+	return ShipBackoffDelay(StatusGateFailures() + 1, random01);
 }
 
 /* a random number in [0, 1) for jitter */
@@ -1077,7 +1091,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			result->gate_until =
 				StatusGateClose(req->klass == HTTP_CLASS_AUTH ?
 								DELIVERY_GATE_AUTH : DELIVERY_GATE_CONFIG,
-								-1, ship_jitter());
+								ship_gate_delay(-1, ship_jitter()));
 			result->gated = true;
 			return false;
 
@@ -1092,7 +1106,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 				ship_set_error(error);
 				result->gate_until =
 					StatusGateClose(DELIVERY_GATE_TRANSIENT,
-									req->retry_after_ms, r);
+									ship_gate_delay(req->retry_after_ms, r));
 			}
 			result->gated = true;
 			return false;
@@ -1348,7 +1362,8 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 	{
 		ship_set_error("metronome.api_token is not set");
 		StatusSetState(DELIVERY_AUTH_ERROR);
-		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH, -1, ship_jitter());
+		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH,
+											 ship_gate_delay(-1, ship_jitter()));
 		result->gated = true;
 		return;
 	}
