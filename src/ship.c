@@ -181,6 +181,9 @@ typedef struct ShipBatch
 {
 	ShipRow   **r;
 	int			n;
+	struct ShipBatch *parent;	/* the refused batch this is a half of */
+	char	   *error;			/* why this batch was refused (if it was) */
+	int			halves_alike;	/* halves refused with that same answer */
 } ShipBatch;
 
 /*
@@ -269,6 +272,7 @@ static HttpRequest *ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c,
 									 bool *started);
 static void ship_outcome(ShipBatch *b, RowOutcome outcome, const char *error,
 						 TimestampTz next_at);
+static bool ship_blanket_refusal(HttpRequest *req, ShipBatch *b, ShipResult *result);
 static bool ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result);
 static void ship_send(Cycle *c, ShipResult *result);
 static void ship_acknowledge(Cycle *c, ShipResult *result);
@@ -964,7 +968,7 @@ ship_make_batches(Cycle *c, int from, int to)
 			ptrs[n++] = &c->rows[i];
 	for (i = 0; i < n; i += metronome_batch_size)
 	{
-		ShipBatch  *b = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
+		ShipBatch  *b = MemoryContextAllocZero(c->cxt, sizeof(ShipBatch));
 
 		b->r = ptrs + i;
 		b->n = Min(metronome_batch_size, n - i);
@@ -1038,6 +1042,42 @@ ship_retry_delay(ShipBatch *b, int64 retry_after_ms, double random01)
 }
 
 /*
+ * A 400/413/422 that says nothing about the events: the answer does not
+ * have Metronome's {"message": ...} shape, or both halves of a refused
+ * batch were refused with the very answer the whole got (a proxy or a
+ * firewall that refuses every request).  Bisecting would fail every row;
+ * instead no row changes, the gate closes as for a configuration error
+ * (a reload reopens it), and metronome_status() says why.  True when the
+ * answer was taken as such.
+ */
+static bool
+ship_blanket_refusal(HttpRequest *req, ShipBatch *b, ShipResult *result)
+{
+	char	   *why;
+
+	if (req->metronome_shaped &&
+		!(b->parent != NULL && b->parent->error != NULL &&
+		  strcmp(b->parent->error, req->error) == 0 &&
+		  ++b->parent->halves_alike >= 2))
+		return false;
+
+	why = psprintf(req->metronome_shaped ?
+				   "both halves of a refused batch were refused with the same answer, so the ingest URL refuses every request (a proxy or firewall?): %s" :
+				   "the ingest URL refused a batch with an answer that is not Metronome's (no {\"message\": ...} body; a proxy or firewall?): %s",
+				   req->error);
+	ship_set_error(why);
+	StatusSetState(DELIVERY_CONFIG_ERROR);
+	ereport(WARNING,
+			(errmsg("shipping paused: the ingest URL does not answer as Metronome"),
+			 errdetail("The %s", why),
+			 errhint("No row was marked failed.  Check metronome.ingest_url and what is between the server and Metronome, then reload the configuration.")));
+	result->gate_until = StatusGateClose(DELIVERY_GATE_CONFIG,
+										 ship_gate_delay(-1, ship_jitter()));
+	result->gated = true;
+	return true;
+}
+
+/*
  * Classify one finished request and record what it means for its rows.
  * Returns false when no further request should start in this cycle.
  */
@@ -1057,11 +1097,15 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			return true;
 
 		case HTTP_CLASS_BAD_BATCH:
+			if (ship_blanket_refusal(req, b, result))
+				return false;
 			if (b->n > 1)
 			{
-				ShipBatch  *lo = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
-				ShipBatch  *hi = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
+				ShipBatch  *lo = MemoryContextAllocZero(c->cxt, sizeof(ShipBatch));
+				ShipBatch  *hi = MemoryContextAllocZero(c->cxt, sizeof(ShipBatch));
 
+				b->error = MemoryContextStrdup(c->cxt, req->error);
+				lo->parent = hi->parent = b;
 				lo->r = b->r;
 				lo->n = b->n / 2;
 				hi->r = b->r + lo->n;
@@ -1669,6 +1713,7 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	Cycle		check;
 	long		status;
 	HttpClass	klass;
+	bool		shaped;
 	char		error[HTTP_ERROR_LEN];
 
 	(void) fcinfo;
@@ -1717,11 +1762,18 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 
 	status = req->status;
 	klass = req->klass;
+	shaped = req->metronome_shaped;
 	strlcpy(error, req->error, sizeof(error));
 	HttpRequestFree(req);
 
-	if (status == 400 || (status >= 200 && status < 300))
+	if ((status == 400 && shaped) || (status >= 200 && status < 300))
 		PG_RETURN_TEXT_P(cstring_to_text("ok"));
+	if (status == 400)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("metronome.ingest_url does not answer as Metronome's ingest endpoint"),
+				 errdetail("It answered HTTP 400 without Metronome's {\"message\": ...} body: %s", error),
+				 errhint("Check metronome.ingest_url, and any proxy or firewall between the server and Metronome.")));
 
 	if (status == 0)
 		ereport(ERROR,
