@@ -16,7 +16,9 @@
  *	  delivery worker ("metronome delivery") connected to
  *				metronome.database.  It waits (one log line) while the
  *				extension is not installed there, and otherwise runs
- *				shipping cycles (ship.c), one transaction each, sleeping on
+ *				shipping cycles (ship.c: a short claim transaction, the
+ *				requests with no transaction open, a short acknowledgement
+ *				transaction), sleeping on
  *				its latch between them: a commit that wrote outbox rows sets
  *				the latch (wake.c), poll_interval paces due retries, and the
  *				gate (status.c) paces backoff.  It also deletes sent rows
@@ -412,7 +414,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 		return ms_until(r.gate_until);
 	}
 
-	if (r.claimed > 0)
+	if (r.claimed > 0 || r.full)
 	{
 		WorkerSetState(DELIVERY_SHIPPING);
 		return 0;
