@@ -435,4 +435,4 @@ DROP TYPE nested_kind;
 
 DROP TABLE warehouse_tracks, app_events, part_events, misuse;
 DELETE FROM metronome_mappings;
-TRUNCATE metronome_outbox, metronome_rejected, segment_events;
+TRUNCATE metronome_queue, metronome_outbox_state, metronome_rejected, segment_events;

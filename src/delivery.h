@@ -6,8 +6,9 @@
  *	  metronome_ship().
  *
  *	  worker.c	the delivery worker (background worker; launcher.c starts it)
- *	  ship.c	one shipping cycle: claim, send, classify, mark
- *	  status.c	shared state (pid, latch, state, counters, the gate)
+ *	  ship.c	one shipping cycle: claim, send, classify, acknowledge
+ *	  status.c	shared state (pid, latch, state, counters, the gate): a leaf
+ *	  delivery_sql.c	metronome_status()
  *	  wake.c	waking the worker at commit
  *	  http.c	the HTTP layer, free of backend state (http.h)
  *
@@ -36,6 +37,12 @@ extern void DeliveryWakeAtCommit(void);
  * worker at commit (wake.c). */
 extern void DeliveryInstallWakeHook(void);
 
+/*
+ * Set while this process's writes to the outbox's tables must wake nobody
+ * (the worker itself, a shipping cycle): wake.c reads it.
+ */
+extern bool DeliveryWakeSuppressed;
+
 /* What the delivery worker is doing (metronome_status().state). */
 typedef enum DeliveryState
 {
@@ -61,7 +68,25 @@ typedef enum DeliveryGate
 	DELIVERY_GATE_CONFIG
 } DeliveryGate;
 
+/* Longest error text kept in the shared state. */
+#define DELIVERY_ERROR_LEN 512
+
+/* A copy of the shared state (StatusRead). */
+typedef struct DeliveryStatusView
+{
+	pid_t		worker_pid;
+	DeliveryState state;
+	TimestampTz last_success_at;
+	TimestampTz last_error_at;
+	char		last_error[DELIVERY_ERROR_LEN];
+	uint64		sent_total;
+	uint64		requests_total;
+	DeliveryGate gate_kind;
+	TimestampTz gate_until;
+} DeliveryStatusView;
+
 /* status.c */
+extern void StatusRead(DeliveryStatusView *out);
 extern void StatusShmemInit(void);
 extern bool StatusIsShared(void);
 extern bool StatusClaimWorker(void);
@@ -77,8 +102,8 @@ extern void StatusSetError(const char *message);
 extern uint64 StatusConfigHash(void);
 extern bool StatusGateOpen(TimestampTz now, TimestampTz *until,
 						   DeliveryGate *kind);
-extern TimestampTz StatusGateClose(DeliveryGate kind, int64 delay_ms,
-								   double random01);
+extern int	StatusGateFailures(void);
+extern TimestampTz StatusGateClose(DeliveryGate kind, int64 delay_ms);
 extern void StatusGateReset(void);
 extern const char *DeliveryStateName(DeliveryState state);
 
@@ -88,7 +113,7 @@ extern const char *DeliveryStateName(DeliveryState state);
 typedef struct ShipResult
 {
 	int64		claimed;		/* rows claimed */
-	int64		accepted;		/* rows marked sent */
+	int64		accepted;		/* rows acknowledged as sent */
 	int64		failed;			/* rows marked failed */
 	int64		retried;		/* rows given another attempt later */
 	int			requests;		/* requests sent */
@@ -96,19 +121,33 @@ typedef struct ShipResult
 	bool		gated;			/* no request allowed now (see gate_until) */
 	bool		no_extension;	/* the extension is not installed */
 	bool		locked;			/* the outbox is locked (DDL): try again soon */
+	bool		busy;			/* another live process holds the lease */
 	bool		budget_cut;		/* stopped starting requests: out of time */
 	TimestampTz gate_until;
+	TimestampTz next_due;		/* claimed nothing: the next retry (DT_NOEND) */
 } ShipResult;
+
+/* How a cycle runs its two short transactions (claim, acknowledgement). */
+typedef enum ShipContext
+{
+	SHIP_OWN_XACTS,				/* the worker: starts and commits them itself */
+	SHIP_PROCEDURE,				/* CALL: SPI connected non-atomic, SPI_commit */
+	SHIP_CALLER_XACT			/* in the caller's transaction (dry run only) */
+} ShipContext;
 
 /* Base of the exponential backoff, in milliseconds. */
 #define SHIP_BACKOFF_BASE_MS 500
 
-extern void ShipCycle(bool dry_run, int64 max_events, ShipResult *result);
-extern TimestampTz ShipNextDue(void);
+/*
+ * One cycle.  Also the benchmark's database-only floor with dry_run (see
+ * ship.c's banner): exported for a benchmark-only module.
+ */
+extern PGDLLEXPORT void ShipCycle(ShipContext ctx, bool dry_run,
+								  int64 max_events, ShipResult *result);
 extern int64 ShipDeleteSent(int64 limit);
+extern int	ShipSegment(void);
 extern void ShipAbort(void);
 extern int64 ShipBackoffDelay(int failures, double random01);
-extern bool ShipInProgress(void);
 
 /* worker.c */
 extern bool AmDeliveryWorker(void);

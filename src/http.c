@@ -442,6 +442,38 @@ copy_printable(char *buf, size_t buflen, const char *src, size_t len)
 }
 
 /*
+ * Does an error body look like Metronome's: a JSON object with a string
+ * "message"?  A proxy or firewall in front of the ingest URL answers with
+ * something else (HTML, plain text, another JSON shape), and its 400 then
+ * says nothing about the events of the batch.
+ */
+bool
+HttpIsMetronomeError(const char *body, size_t len)
+{
+	json_tokener *tok;
+	json_object *obj = NULL;
+	json_object *msg = NULL;
+	bool		shaped = false;
+
+	if (body == NULL || len == 0 || len > (size_t) INT32_MAX)
+		return false;
+	tok = json_tokener_new();
+	if (tok == NULL)
+		return false;
+	obj = json_tokener_parse_ex(tok, body, (int) len);
+	if (json_tokener_get_error(tok) != json_tokener_success)
+		obj = NULL;
+	if (obj != NULL && json_object_is_type(obj, json_type_object) &&
+		json_object_object_get_ex(obj, "message", &msg) &&
+		json_object_is_type(msg, json_type_string))
+		shaped = true;
+	if (obj != NULL)
+		json_object_put(obj);
+	json_tokener_free(tok);
+	return shaped;
+}
+
+/*
  * The error text of a non-2xx answer: "HTTP <status>: <message>", the
  * message being Metronome's {"message": ...}, else the start of the body,
  * else nothing.
@@ -987,6 +1019,8 @@ finish(HttpClient *client, HttpRequest *req, CURLcode result)
 			scrub_bytes(req->response, req->response_len, client->token);
 			HttpErrorMessage(status, req->response, req->response_len,
 							 req->error, sizeof(req->error));
+			req->metronome_shaped = HttpIsMetronomeError(req->response,
+														 req->response_len);
 		}
 
 		/* retry-after-ms is the more precise one when both are there */

@@ -60,6 +60,8 @@ typedef struct HttpRequest
 	HttpClass	klass;
 	int64_t		retry_after_ms; /* from the answer's headers; -1 if none */
 	char		error[HTTP_ERROR_LEN];	/* why it failed ("" on 2xx) */
+	bool		metronome_shaped;	/* an error body of Metronome's shape:
+									 * a JSON object with a string "message" */
 	double		elapsed;		/* seconds from start to done */
 
 	/* private to http.c */
@@ -81,6 +83,7 @@ extern int64_t HttpParseRetryAfter(const char *value, time_t now);
 extern int64_t HttpParseRetryAfterMs(const char *value);
 extern void HttpErrorMessage(long status, const char *body, size_t len,
 							 char *buf, size_t buflen);
+extern bool HttpIsMetronomeError(const char *body, size_t len);
 extern int64_t HttpBackoffDelay(int failures, int64_t base_ms, int64_t cap_ms,
 								double random01);
 extern void HttpScrub(char *text, const char *secret);

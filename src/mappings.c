@@ -238,15 +238,36 @@ load_mappings(void)
 	 * new events in different orders would otherwise each wait for the
 	 * other's uncommitted row (ON CONFLICT must wait) and deadlock.
 	 */
-	insert_outbox = prepare_plan(psprintf(
-										  "INSERT INTO %s.metronome_outbox "
-										  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-										  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-										  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-										  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
-										  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
-										  "ON CONFLICT (transaction_id) DO NOTHING",
-										  schema), 6, outbox_types);
+	/*
+	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue
+	 * (the view metronome_outbox shows them); a transaction_id already in
+	 * any segment or among the exception rows is skipped.
+	 */
+	if (!OidIsValid(MetronomeRelid("metronome_queue", true)))
+		/* the 0.1.0 objects (the update is still to run) */
+		insert_outbox = prepare_plan(psprintf(
+											  "INSERT INTO %s.metronome_outbox "
+											  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+											  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+											  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
+											  "ON CONFLICT (transaction_id) DO NOTHING",
+											  schema), 6, outbox_types);
+	else
+		insert_outbox = prepare_plan(psprintf(
+											  "INSERT INTO %1$s.metronome_queue "
+											  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+											  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+											  "WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
+											  "WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\") "
+											  "AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s "
+											  "WHERE s.transaction_id = r.t COLLATE pg_catalog.\"C\") "
+											  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
+											  "ON CONFLICT DO NOTHING",
+											  schema), 6, outbox_types);
 	insert_rejected = prepare_plan(psprintf(
 											"INSERT INTO %s.metronome_rejected (mapping, event, error) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "

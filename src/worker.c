@@ -9,8 +9,10 @@
  *				launcher's slot bgw_main_arg names.  It waits (one log line)
  *				while the extension is not installed there (with
  *				metronome.database = '*' it exits instead, and the launcher
- *				looks again later), and otherwise runs
- *				shipping cycles (ship.c), one transaction each, sleeping on
+ *				looks again later), and otherwise runs shipping cycles
+ *				(ship.c: a short claim transaction, the requests with no
+ *				transaction open, a short acknowledgement transaction),
+ *				sleeping on
  *				its latch between them: a commit that wrote outbox rows sets
  *				the latch (wake.c), poll_interval paces due retries, and the
  *				gate (status.c) paces backoff.  It also deletes sent rows
@@ -187,25 +189,20 @@ recover_from_error(MemoryContext cxt)
 }
 
 /*
- * One shipping cycle in its own transaction.  Returns how long to sleep
- * before the next one (0: go again at once).
+ * One shipping cycle: its claim and its acknowledgement are transactions
+ * of their own (ship.c), the requests run with no transaction open.
+ * Returns how long to sleep before the next one (0: go again at once).
  */
 static long
 delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 {
 	ShipResult	r;
-	volatile TimestampTz due = DT_NOEND;
 	long		wait_ms;
 
 	memset(&r, 0, sizeof(r));
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		ShipCycle(false, 0, &r);
-		if (r.claimed == 0 && !r.gated && !r.no_extension && !r.locked)
-			due = ShipNextDue();
-		CommitTransactionCommand();
+		ShipCycle(SHIP_OWN_XACTS, false, 0, &r);
 	}
 	PG_CATCH();
 	{
@@ -216,6 +213,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 		return (long) ShipBackoffDelay(*errors, pg_prng_double(&pg_global_prng_state));
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
 	*errors = 0;
 
@@ -240,7 +238,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 						served_database)));
 	*said_no_extension = false;
 
-	if (r.locked)
+	if (r.locked || r.busy)
 		return Min(metronome_poll_interval, 200);
 
 	if (r.gated)
@@ -254,7 +252,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 		return ms_until(r.gate_until);
 	}
 
-	if (r.claimed > 0)
+	if (r.claimed > 0 || r.full)
 	{
 		WorkerSetState(DELIVERY_SHIPPING);
 		return 0;
@@ -262,8 +260,8 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 
 	WorkerSetState(DELIVERY_IDLE);
 	wait_ms = metronome_poll_interval;
-	if (due != DT_NOEND && due > GetCurrentTimestamp())
-		wait_ms = Min(wait_ms, ms_until(due));
+	if (r.next_due != DT_NOEND && r.next_due > GetCurrentTimestamp())
+		wait_ms = Min(wait_ms, ms_until(r.next_due));
 	return wait_ms;
 }
 
@@ -321,6 +319,7 @@ MetronomeDeliveryMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	am_delivery_worker = true;
+	DeliveryWakeSuppressed = true;
 	dboid = LauncherSlotDatabase(main_arg, &served_database);
 	if (!OidIsValid(dboid))
 		proc_exit(0);			/* the launcher no longer serves it */
