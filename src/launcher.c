@@ -208,7 +208,7 @@ launcher_wanted_names(bool *all)
 	if (!SplitIdentifierString(raw, ',', &names))
 	{
 		ereport(LOG,
-				(errmsg("metronome: metronome.database is not a valid list of database names: \"%s\"",
+				(errmsg("metronome.database is not a valid list of database names: \"%s\"",
 						metronome_database),
 				 errhint("Name the databases separated by commas, or set it to '*' for every database where the extension is installed.")));
 		return NIL;
@@ -288,7 +288,7 @@ launcher_sync(List *names, bool all, List **missing)
 			seen[i] = true;
 		else
 			ereport(LOG,
-					(errmsg("metronome: database \"%s\" is not served: at most %d databases are",
+					(errmsg("database \"%s\" is not served: at most %d databases are",
 							name, LAUNCHER_MAX_DATABASES)));
 	}
 	table_endscan(scan);
@@ -399,7 +399,7 @@ launcher_start_workers(void)
 			handles[i] = NULL;
 			if (!said_no_slot[i])
 				ereport(LOG,
-						(errmsg("metronome: could not start the delivery worker for database \"%s\": no background worker slot is free",
+						(errmsg("could not start the delivery worker for database \"%s\": no background worker slot is free",
 								dbname),
 						 errhint("Raise max_worker_processes (now %d): the launcher and one delivery worker per served database each need one, besides parallel query and other extensions.",
 								 max_worker_processes)));
@@ -411,7 +411,7 @@ launcher_start_workers(void)
 		}
 		if (said_no_slot[i])
 			ereport(LOG,
-					(errmsg("metronome: started the delivery worker for database \"%s\"", dbname)));
+					(errmsg("started the delivery worker for database \"%s\"", dbname)));
 		said_no_slot[i] = false;
 		started_at[i] = now;
 	}
@@ -477,7 +477,7 @@ MetronomeLauncherMain(Datum main_arg)
 				said = said || strcmp(name, (char *) lfirst(lc2)) == 0;
 			if (!said)
 				ereport(LOG,
-						(errmsg("metronome: database \"%s\" does not exist; waiting for it to be created",
+						(errmsg("database \"%s\" does not exist; waiting for it to be created",
 								name),
 						 errhint("Create the database, or set metronome.database and restart the server.")));
 			old = MemoryContextSwitchTo(cxt);

@@ -224,7 +224,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 			proc_exit(0);
 		if (!*said_no_extension)
 			ereport(LOG,
-					(errmsg("metronome: extension \"metronome\" is not installed in database \"%s\"; waiting for it",
+					(errmsg("extension \"metronome\" is not installed in database \"%s\"; waiting for it",
 							served_database),
 					 errhint("Run CREATE EXTENSION metronome in that database.")));
 		*said_no_extension = true;
@@ -234,7 +234,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 	}
 	if (*said_no_extension)
 		ereport(LOG,
-				(errmsg("metronome: extension \"metronome\" found in database \"%s\"; shipping",
+				(errmsg("extension \"metronome\" found in database \"%s\"; shipping",
 						served_database)));
 	*said_no_extension = false;
 
@@ -344,7 +344,7 @@ MetronomeDeliveryMain(Datum main_arg)
 	MemoryContextSwitchTo(cxt);
 	/* with '*', workers also start to look for the extension: quietly */
 	ereport(LauncherServesAll() ? DEBUG1 : LOG,
-			(errmsg("metronome: delivery worker started for database \"%s\"",
+			(errmsg("delivery worker started for database \"%s\"",
 					served_database)));
 
 	for (;;)
