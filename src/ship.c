@@ -490,7 +490,15 @@ ship_run_claim(Datum *values)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	ret = SPI_execute_plan(plans.main, values, NULL, true, 0);
+	/*
+	 * read_only = false: the statement runs under a snapshot of its own,
+	 * taken now, so at least as new as the batch's upper bound (cur_snap,
+	 * which the lock statement took).  Under the transaction's older
+	 * snapshot, the rows of a transaction that committed between the two
+	 * would be inside the batch but invisible here, and the cursor would
+	 * move past them unsent (test/t/118_concurrent_commits.pl).
+	 */
+	ret = SPI_execute_plan(plans.main, values, NULL, false, 0);
 	AtEOXact_GUC(true, nest);
 	return ret;
 }
