@@ -257,6 +257,9 @@ INSERT INTO metronome_outbox_state
 SELECT id, transaction_id, customer_id, event_type, "timestamp", properties,
        mapping, status, attempts, next_attempt_at, last_error, created_at, sent_at
   FROM metronome_outbox_010;
+-- out of the extension first: that also takes it out of the tables pg_dump
+-- dumps (extconfig), where a dropped table would stay as a bare OID
+ALTER EXTENSION metronome DROP TABLE metronome_outbox_010;
 DROP TABLE metronome_outbox_010;
 
 SELECT pg_catalog.pg_extension_config_dump('metronome_queue_0', '');

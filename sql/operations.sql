@@ -172,4 +172,4 @@ SET metronome.retain_events = '1d';
 -- Clean up for the tests that follow.
 DROP TABLE no_key, keyed, tracks;
 DELETE FROM metronome_mappings;
-TRUNCATE metronome_outbox, metronome_rejected, segment_events, metronome_backfills;
+TRUNCATE metronome_queue, metronome_outbox_state, metronome_rejected, segment_events, metronome_backfills;

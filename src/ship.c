@@ -182,7 +182,9 @@ typedef struct ShipRow
 	char	   *mapping;		/* NULL when inserted directly */
 	TimestampTz ts;
 	TimestampTz created_at;
-	HttpEvent	ev;
+	HttpEvent	ev;				/* what goes out: text in UTF-8 */
+	HttpEvent	srv;			/* the same in the server encoding, for
+								 * what is written back and for messages */
 	RowOutcome	outcome;
 	const char *error;			/* FAILED, RETRY */
 	TimestampTz next_at;		/* RETRY */
@@ -579,6 +581,7 @@ ship_fill_event(ShipRow *r)
 
 	if (r->ev.properties == NULL)
 		r->ev.properties = "{}";
+	r->srv = r->ev;
 	tid = EncodingToUtf8(r->ev.transaction_id);
 	cid = EncodingToUtf8(r->ev.customer_id);
 	etype = EncodingToUtf8(r->ev.event_type);
@@ -1161,12 +1164,12 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			error = MemoryContextStrdup(c->cxt, req->error);
 			ship_outcome(b, OUTCOME_FAILED, error, 0);
 			ship_set_error(psprintf("Metronome refused the event with transaction_id \"%s\": %s",
-									b->r[0]->ev.transaction_id, error));
+									b->r[0]->srv.transaction_id, error));
 			ereport(WARNING,
 					(errmsg("metronome refused outbox row %lld",
 							(long long) b->r[0]->id),
 					 errdetail("Metronome refused the event with transaction_id \"%s\": %s",
-							   b->r[0]->ev.transaction_id, error),
+							   b->r[0]->srv.transaction_id, error),
 					 errhint("The row is marked failed; fix it and call metronome_retry().")));
 			return true;
 
@@ -1319,11 +1322,11 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 				 (metronome_max_attempts > 0 && metronome_max_attempts <= 1));
 		memset(nulls, ' ', sizeof(nulls));
 		args[0] = Int64GetDatum(r->id);
-		args[1] = CStringGetTextDatum(r->ev.transaction_id);
-		args[2] = CStringGetTextDatum(r->ev.customer_id);
-		args[3] = CStringGetTextDatum(r->ev.event_type);
+		args[1] = CStringGetTextDatum(r->srv.transaction_id);
+		args[2] = CStringGetTextDatum(r->srv.customer_id);
+		args[3] = CStringGetTextDatum(r->srv.event_type);
 		args[4] = TimestampTzGetDatum(r->ts);
-		args[5] = CStringGetTextDatum(r->ev.properties);
+		args[5] = CStringGetTextDatum(r->srv.properties);
 		if (r->mapping)
 			args[6] = CStringGetTextDatum(r->mapping);
 		else

@@ -80,7 +80,7 @@ for my $db (sort keys %cases)
 		'type', 'track', 'messageId', '$db-1', 'event', '$c->{event}',
 		'timestamp', '2026-01-02T03:04:05Z', 'context', jsonb_build_object('groupId', '$c->{customer}'),
 		'properties', jsonb_build_object('city', '$c->{city}')))});
-	is(sql($db, 'SELECT metronome_ship()'), '1', "$db: metronome_ship() ships the event");
+	is(sql($db, 'CALL metronome_ship()'), '1', "$db: CALL metronome_ship() ships the event");
 	is(sql($db, "SELECT status || coalesce(' ' || last_error, '') FROM metronome_outbox WHERE transaction_id = '$db-1'"),
 		'sent', "$db: the row is sent");
 	my $got = $mock->events;
@@ -94,7 +94,7 @@ for my $db (sort keys %cases)
 	sql($db, qq{INSERT INTO segment_events (event) VALUES (jsonb_build_object(
 		'type', 'track', 'messageId', '$db-2', 'event', '$c->{event}',
 		'timestamp', '2026-01-02T03:04:05Z', 'context', jsonb_build_object('groupId', '$c->{customer}')))});
-	is(sql($db, 'SELECT metronome_ship()'), '0', "$db: the refused event is not accepted");
+	is(sql($db, 'CALL metronome_ship()'), '0', "$db: the refused event is not accepted");
 	is(sql($db, "SELECT status || ': ' || last_error FROM metronome_outbox WHERE transaction_id = '$db-2'"),
 		"failed: $c->{stored}",
 		"$db: last_error holds Metronome's message in $c->{encoding} ('?' where it has no such character)");
@@ -108,7 +108,7 @@ for my $db (sort keys %cases)
 		sql($db, q{INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, "timestamp")
 			VALUES ('eucjp-3', pg_catalog.convert_from('\xf5a1'::bytea, 'EUC_JP'), 'api_call', now()),
 			       ('eucjp-4', 'acme', 'api_call', now())});
-		is(sql($db, 'SELECT metronome_ship()'), '1', "$db: the convertible row of the batch is sent");
+		is(sql($db, 'CALL metronome_ship()'), '1', "$db: the convertible row of the batch is sent");
 		is(sql($db, "SELECT string_agg(transaction_id || ' ' || status || coalesce(': ' || last_error, ''), ', ' ORDER BY id) FROM metronome_outbox WHERE transaction_id IN ('eucjp-3', 'eucjp-4')"),
 			'eucjp-3 failed: the event has text that cannot be converted from EUC_JP to UTF-8, eucjp-4 sent',
 			"$db: the row whose text has no UTF-8 form is failed with the reason");
