@@ -161,20 +161,33 @@ spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } E
 pending() { bench_psql -At -c "SELECT pending FROM metronome_status()"; }
 
 # --- what depends on the outbox's storage --------------------------------------
+# 0.1.0's layout: metronome_outbox is a table, a row is acknowledged by
+# status = 'sent'.  0.2.0's queue (branch delivery): metronome_outbox is a
+# view; the rows live in metronome_queue (segments stamped with their
+# txid), acknowledged by the cursor row of metronome_delivery.
+QUEUE=$(bench_psql -At -c "SELECT to_regclass('metronome_queue') IS NOT NULL")
+
 # reset_outbox: empty the outbox the way an operator would (TRUNCATE), which
 # also throws its statistics away.
 reset_outbox()
 {
-	bench_psql -c "TRUNCATE metronome_outbox, segment_events, metronome_rejected" >/dev/null
+	if [ "$QUEUE" = t ]; then
+		bench_psql -c "TRUNCATE metronome_queue, metronome_outbox_state, metronome_ticks,
+		               segment_events, metronome_rejected" >/dev/null
+	else
+		bench_psql -c "TRUNCATE metronome_outbox, segment_events, metronome_rejected" >/dev/null
+	fi
 }
 
 # load_pending PREFIX N: N pending rows of realistic size (about 200 bytes
-# of properties), by a direct INSERT into metronome_outbox (the contract's
-# way), in one statement.
+# of properties) in one statement: into the storage the mapping trigger
+# writes (metronome_queue), or the 0.1.0 table.
 load_pending()
 {
+	local into=metronome_outbox
+	[ "$QUEUE" = t ] && into=metronome_queue
 	bench_psql -c "
-	INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\", properties)
+	INSERT INTO $into (transaction_id, customer_id, event_type, \"timestamp\", properties)
 	SELECT '$1-' || g || '-' || md5(g::text), 'org-' || (g % 500), 'api_call',
 	       now() - interval '1 hour' + g * interval '1 ms',
 	       jsonb_build_object('endpoint', '/v1/search', 'method', 'POST', 'status', 200,
@@ -184,19 +197,41 @@ load_pending()
 	  FROM generate_series(1, $2) g" >/dev/null
 }
 
-# load_history N: N acknowledged rows, written straight into the storage as
-# the design keeps them after a 2xx (0.1.0's outbox: status 'sent' and
-# sent_at), with small properties so that 10,000,000 rows take a minute or
-# two.
+# load_history N: N acknowledged rows, written straight into the storage
+# and acknowledged as the design does after a 2xx: 0.1.0 marks each row
+# (status 'sent', sent_at); the queue moves its cursor past them (one
+# metronome_delivery row and one tick, as finishing a batch does).  Small
+# properties, so that 10,000,000 rows take a minute or two.  Checks that
+# nothing is left pending.
 load_history()
 {
-	bench_psql -c "
-	INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\",
-	                              properties, status, sent_at, attempts)
-	SELECT 'hist-' || g, 'org-' || (g % 500), 'api_call',
-	       now() - interval '2 days' + g * interval '1 ms',
-	       jsonb_build_object('tokens', g % 4000), 'sent', now() - interval '1 day', 1
-	  FROM generate_series(1, $1) g" >/dev/null
+	if [ "$QUEUE" = t ]; then
+		bench_psql -c "
+		INSERT INTO metronome_queue (transaction_id, customer_id, event_type, \"timestamp\", properties)
+		SELECT 'hist-' || g, 'org-' || (g % 500), 'api_call',
+		       now() - interval '2 days' + g * interval '1 ms', jsonb_build_object('tokens', g % 4000)
+		  FROM generate_series(1, $1) g" >/dev/null
+		bench_psql <<'SQL' >/dev/null
+BEGIN;
+UPDATE metronome_delivery
+   SET last_snap = pg_current_snapshot(), cur_snap = NULL, pos_txid = '0', pos_id = 0,
+       acked_at = now();
+INSERT INTO metronome_ticks (xmax, snap, acked_at)
+VALUES (pg_snapshot_xmax(pg_current_snapshot()), pg_current_snapshot(), now());
+COMMIT;
+SQL
+	else
+		bench_psql -c "
+		INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\",
+		                              properties, status, sent_at, attempts)
+		SELECT 'hist-' || g, 'org-' || (g % 500), 'api_call',
+		       now() - interval '2 days' + g * interval '1 ms',
+		       jsonb_build_object('tokens', g % 4000), 'sent', now() - interval '1 day', 1
+		  FROM generate_series(1, $1) g" >/dev/null
+	fi
+	local left
+	left=$(pending)
+	[ "$left" = 0 ] || mt_die "the history left $left rows pending"
 }
 
 # floor_run: the database-only floor over what is pending, one cycle per
@@ -247,6 +282,10 @@ wait_acked()
 	echo "$(sub "$t1" "$t0") $(sub "$last" "$t0") $uniq $dups"
 }
 
+# The worker's private memory (kB), after each drain: it must not grow with
+# what it ships.
+rss_anon() { awk '$1 == "RssAnon:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
 # drain N: enable the worker, wait until all N are acknowledged, disable
 # it.  Prints "seconds worker_cpu sink_cpu unique duplicates to_sink".
 drain()
@@ -259,6 +298,7 @@ drain()
 	t0=$(now)
 	setting metronome.enabled on
 	res=$(wait_acked "$n" "$t0" "$DRAIN_TIMEOUT")
+	echo "$w $(rss_anon "$w") $n" >>"$MT_WORKDIR/memory.txt"
 	c1=$(cpu_of "$w"); s1=$(sink GET /_stats | sink_field cpu_s)
 	setting metronome.enabled off
 	read -r secs tosink uniq dups <<<"$res"
@@ -407,9 +447,11 @@ if want b; then
 fi
 
 # --- e: commit-to-sink latency, alone and under the load of (b) ------------------------
-# latency TAG: K single events into segment_events, 10 ms apart; prints
-# "p50 p99 max n" in ms.
-latency()
+# latency_send TAG: K single events into segment_events, 10 ms apart,
+# their commit times into bench_commits.  latency_collect TAG: waits (30 s
+# at most) for them at the sink and prints "p50 p99 max n" in ms (n: how
+# many arrived).
+latency_send()
 {
 	local tag=$1
 	bench_psql -c "TRUNCATE bench_commits" >/dev/null
@@ -430,10 +472,12 @@ BEGIN
 END
 \$\$;
 SQL
-	local k
+}
+latency_collect()
+{
+	local tag=$1 k
 	for k in $(seq 300); do
-		[ "$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox
-		        WHERE transaction_id LIKE 'lat-$tag-%' AND status = 'pending'")" = 0 ] && break
+		[ "$(sink GET /_arrivals | grep -c "^lat-$tag-")" -ge "$LATENCY" ] && break
 		sleep 0.1
 	done
 	bench_psql -At -F ' ' -c "SELECT transaction_id, committed_at FROM bench_commits" >"$MT_WORKDIR/commits.txt"
@@ -458,7 +502,8 @@ if want e; then
 		setting metronome.enabled on
 		sleep 0.5
 		sink POST /_reset >/dev/null
-		E_ALONE+=("$(latency a$r)")
+		latency_send a$r
+		E_ALONE+=("$(latency_collect a$r)")
 		mt_log "  p50 p99 max n: ${E_ALONE[-1]}"
 
 		mt_log "run $r of $RUNS: latency over $LATENCY single events, under the load of (b)"
@@ -467,9 +512,10 @@ if want e; then
 		pgbench -n -c 4 -j 4 -f "$MT_WORKDIR/load.sql" -T 600 >"$MT_WORKDIR/pgbench_e.out" 2>&1 &
 		lpid=$!
 		sleep 1
-		E_LOAD+=("$(latency l$r)")
+		latency_send l$r
 		kill -TERM "$lpid" 2>/dev/null || true
 		wait "$lpid" 2>/dev/null || true
+		E_LOAD+=("$(latency_collect l$r)")
 		mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_outbox WHERE transaction_id LIKE 'e2e-%'")
 		mt_log "  p50 p99 max n: ${E_LOAD[-1]} (with $mapped events of the loaders)"
 		E_LOADN+=("$mapped")
@@ -575,6 +621,7 @@ if want a; then
     sink capacity (load generator, 4 connections, the worker's body of $sample_events events, $sample_bytes bytes):
                $(med "${CAP_R[@]}") events/s  [$(spr "${CAP_R[@]}")]
     sink/drain  = $(bench_ratio "$(med "${CAP_R[@]}")" "$aa")   (must be at least 3)
+    worker memory (RssAnon, kB) after each drain (pid kB events): $(tr '\n' ';' <"$MT_WORKDIR/memory.txt")
 EOF
 fi
 if want b; then
