@@ -235,16 +235,21 @@ SQL
 }
 
 # floor_run: the database-only floor over what is pending, one cycle per
-# transaction, asynchronous commit like the worker.  Prints "seconds cpu".
+# transaction, asynchronous commit like the worker, DRAIN_TIMEOUT seconds
+# at most.  Prints "seconds cpu".
 floor_run()
 {
 	local out
-	out=$(bench_psql -At <<'SQL'
+	out=$(bench_psql -At 2>/dev/null <<SQL
 SELECT pg_backend_pid() AS pid \gset
 SET synchronous_commit = off;
 SELECT extract(epoch FROM clock_timestamp()) AS t0,
        (SELECT (split_part(pg_read_file('/proc/' || :pid || '/stat'), ') ', 2)::text) AS s) AS st \gset
-DO $$ BEGIN LOOP EXIT WHEN bench_floor_cycle(NULL) = 0; COMMIT; END LOOP; END $$;
+\set ON_ERROR_STOP 0
+SET statement_timeout = '${DRAIN_TIMEOUT}s';
+DO \$\$ BEGIN LOOP EXIT WHEN bench_floor_cycle(NULL) = 0; COMMIT; END LOOP; END \$\$;
+RESET statement_timeout;
+\set ON_ERROR_STOP 1
 SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs,
        (SELECT split_part(pg_read_file('/proc/' || :pid || '/stat'), ') ', 2) AS s) AS st1 \gset
 SELECT :'secs', round(((split_part(:'st1', ' ', 12)::int + split_part(:'st1', ' ', 13)::int)
@@ -358,8 +363,11 @@ if want a || want c || want f; then
 		read -r secs cpu <<<"$(floor_run)"
 		setting autovacuum on
 		left=$(pending)
-		[ "$left" = 0 ] || mt_die "the floor left $left rows pending"
-		FL_S+=("$secs"); FL_R+=("$(rate "$EVENTS" "$secs")"); FL_C+=("$cpu")
+		if [ "$left" != 0 ]; then
+			mt_log "  the floor timed out after ${DRAIN_TIMEOUT}s: $((EVENTS - left)) of $EVENTS events"
+			NOTE[FL]="timed out after ${DRAIN_TIMEOUT}s ($((EVENTS - left)) of $EVENTS)"
+		fi
+		FL_S+=("$secs"); FL_R+=("$(rate "$((EVENTS - left))" "$secs")"); FL_C+=("$cpu")
 		mt_log "  floor: $secs s, ${FL_R[-1]} events/s (backend CPU $cpu s)"
 	done
 fi
@@ -614,7 +622,7 @@ if want a; then
 
 (a) drain of $EVENTS pending events (TRUNCATE, no statistics), worker to the sink
     drain      $aa events/s  [$(spr "${A_R[@]}")]  seconds ${A_S[*]}  ${NOTE[A]:-}
-    floor      $fa events/s  [$(spr "${FL_R[@]}")]  seconds ${FL_S[*]}  (database only, same design)
+    floor      $fa events/s  [$(spr "${FL_R[@]}")]  seconds ${FL_S[*]}  (database only, same design) ${NOTE[FL]:-}
     drain/floor = $(bench_ratio "$aa" "$fa")   (target: at least 0.8)
     drain       = $aa events/s   (target: at least 100000)
     CPU seconds: worker ${A_W[*]}; sink ${A_K[*]}; floor backend ${FL_C[*]}; duplicates at the sink ${A_D[*]}
@@ -651,6 +659,7 @@ if want d; then
     with history    $da events/s  [$(spr "${D_R[@]}")]  seconds ${D_S[*]}  ${NOTE[D]:-}
     without (a)     $(med "${A_R[@]}") events/s
     with/without = $(bench_ratio "$da" "$(med "${A_R[@]}")")   (target: at least 0.90)
+    with/steady drain of (c) = $(bench_ratio "$da" "$(med "${C_R[@]}")")
 EOF
 fi
 if want e; then
