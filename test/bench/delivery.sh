@@ -94,7 +94,9 @@ sink_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"
 
 # --- the floor module ---------------------------------------------------------
 FLOOR_SO=$MT_TI$PG_PKGLIBDIR/bench_floor.so
-cc -O2 -fPIC -shared -Wall -Wextra -Werror \
+FLOOR_DEF=
+grep -q 'SHIP_PROCEDURE' "$MT_SRC/src/delivery.h" && FLOOR_DEF=-DBENCH_FLOOR_PROCEDURE
+cc -O2 -fPIC -shared -Wall -Wextra -Werror $FLOOR_DEF \
 	-isystem "$("$PGC" --includedir-server)" -I"$MT_SRC/src" \
 	$(pkg-config --cflags libcurl json-c) \
 	-o "$FLOOR_SO" "$MT_SRC/test/bench/floor.c" || mt_die "cc floor.c failed"
@@ -107,11 +109,17 @@ bench_start_cluster \
 	"metronome.retain_sent = -1" \
 	"max_connections = 50"
 
+if [ -n "$FLOOR_DEF" ]; then
+	bench_psql -c "CREATE PROCEDURE bench_floor() AS '\$libdir/bench_floor', 'bench_floor' LANGUAGE C"
+	FLOOR_SQL="CALL bench_floor();"
+else
+	bench_psql -c "CREATE FUNCTION bench_floor_cycle(integer) RETURNS bigint
+	    AS '\$libdir/bench_floor', 'bench_floor_cycle' LANGUAGE C"
+	FLOOR_SQL='DO $$ BEGIN LOOP EXIT WHEN bench_floor_cycle(NULL) = 0; COMMIT; END LOOP; END $$;'
+fi
 bench_psql <<'SQL'
 CREATE EXTENSION metronome;
 INSERT INTO metronome_mappings (name) VALUES ('tracks');
-CREATE FUNCTION bench_floor_cycle(integer) RETURNS bigint
-    AS '$libdir/bench_floor', 'bench_floor_cycle' LANGUAGE C;
 -- 500 realistic Segment track events (about 1 KB each): one batch of (b)
 CREATE TABLE staging500 AS
 SELECT i, jsonb_build_object(
@@ -247,7 +255,7 @@ SELECT extract(epoch FROM clock_timestamp()) AS t0,
        (SELECT (split_part(pg_read_file('/proc/' || :pid || '/stat'), ') ', 2)::text) AS s) AS st \gset
 \set ON_ERROR_STOP 0
 SET statement_timeout = '${DRAIN_TIMEOUT}s';
-DO \$\$ BEGIN LOOP EXIT WHEN bench_floor_cycle(NULL) = 0; COMMIT; END LOOP; END \$\$;
+$FLOOR_SQL
 RESET statement_timeout;
 \set ON_ERROR_STOP 1
 SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs,
