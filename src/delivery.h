@@ -6,7 +6,7 @@
  *	  metronome_ship().
  *
  *	  worker.c	launcher and delivery worker (background workers)
- *	  ship.c	one shipping cycle: claim, send, classify, mark
+ *	  ship.c	one shipping cycle: claim, send, classify, acknowledge
  *	  status.c	shared state (pid, latch, state, counters, the gate)
  *	  wake.c	waking the worker at commit
  *	  http.c	the HTTP layer, free of backend state (http.h)
@@ -35,6 +35,12 @@ extern void DeliveryWakeAtCommit(void);
 /* From _PG_init when preloaded: statements writing the outbox wake the
  * worker at commit (wake.c). */
 extern void DeliveryInstallWakeHook(void);
+
+/*
+ * Set while this process's writes to the outbox's tables must wake nobody
+ * (the worker itself, a shipping cycle): wake.c reads it.
+ */
+extern bool DeliveryWakeSuppressed;
 
 /* What the delivery worker is doing (metronome_status().state). */
 typedef enum DeliveryState
@@ -87,7 +93,7 @@ extern const char *DeliveryStateName(DeliveryState state);
 typedef struct ShipResult
 {
 	int64		claimed;		/* rows claimed */
-	int64		accepted;		/* rows marked sent */
+	int64		accepted;		/* rows acknowledged as sent */
 	int64		failed;			/* rows marked failed */
 	int64		retried;		/* rows given another attempt later */
 	int			requests;		/* requests sent */
@@ -95,19 +101,33 @@ typedef struct ShipResult
 	bool		gated;			/* no request allowed now (see gate_until) */
 	bool		no_extension;	/* the extension is not installed */
 	bool		locked;			/* the outbox is locked (DDL): try again soon */
+	bool		busy;			/* another live process holds the lease */
 	bool		budget_cut;		/* stopped starting requests: out of time */
 	TimestampTz gate_until;
+	TimestampTz next_due;		/* claimed nothing: the next retry (DT_NOEND) */
 } ShipResult;
+
+/* How a cycle runs its two short transactions (claim, acknowledgement). */
+typedef enum ShipContext
+{
+	SHIP_OWN_XACTS,				/* the worker: starts and commits them itself */
+	SHIP_PROCEDURE,				/* CALL: SPI connected non-atomic, SPI_commit */
+	SHIP_CALLER_XACT			/* in the caller's transaction (dry run only) */
+} ShipContext;
 
 /* Base of the exponential backoff, in milliseconds. */
 #define SHIP_BACKOFF_BASE_MS 500
 
-extern void ShipCycle(bool dry_run, int64 max_events, ShipResult *result);
-extern TimestampTz ShipNextDue(void);
+/*
+ * One cycle.  Also the benchmark's database-only floor with dry_run (see
+ * ship.c's banner): exported for a benchmark-only module.
+ */
+extern PGDLLEXPORT void ShipCycle(ShipContext ctx, bool dry_run,
+								  int64 max_events, ShipResult *result);
 extern int64 ShipDeleteSent(int64 limit);
+extern int	ShipSegment(void);
 extern void ShipAbort(void);
 extern int64 ShipBackoffDelay(int failures, double random01);
-extern bool ShipInProgress(void);
 
 /* worker.c */
 extern bool AmDeliveryWorker(void);

@@ -187,14 +187,23 @@ load_mappings(void)
 	 * new events in different orders would otherwise each wait for the
 	 * other's uncommitted row (ON CONFLICT must wait) and deadlock.
 	 */
+	/*
+	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue
+	 * (the view metronome_outbox shows them); a transaction_id already in
+	 * any segment or among the exception rows is skipped.
+	 */
 	set->insert_outbox = keep_plan(psprintf(
-											"INSERT INTO %s.metronome_outbox "
+											"INSERT INTO %1$s.metronome_queue "
 											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 											"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 											"pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+											"WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
+											"WHERE q.transaction_id = r.t COLLATE \"C\") "
+											"AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s "
+											"WHERE s.transaction_id = r.t COLLATE \"C\") "
 											"ORDER BY r.t COLLATE \"C\" "
-											"ON CONFLICT (transaction_id) DO NOTHING",
+											"ON CONFLICT DO NOTHING",
 											schema), 6, outbox_types);
 	set->insert_rejected = keep_plan(psprintf(
 											  "INSERT INTO %s.metronome_rejected (mapping, event, error) "

@@ -1,61 +1,101 @@
 /*-------------------------------------------------------------------------
  *
  * ship.c
- *	  One shipping cycle (claim, send, classify, mark), shared by the
- *	  delivery worker and metronome_ship(); metronome_check_connection().
+ *	  One shipping cycle (claim, send, classify, acknowledge), shared by the
+ *	  delivery worker and CALL metronome_ship(); retention; the queue
+ *	  segment function; metronome_check_connection().
  *
- * A cycle runs inside the caller's transaction (the worker starts one per
- * cycle; metronome_ship() runs in the session's):
+ * The outbox is a queue in the manner of PgQ (design, measured against
+ * 0.1.0's row-per-row marking, in the README's "How it works"):
  *
- *	1. The gate (status.c) must be open: no request goes out during a
- *	   backoff, a Retry-After, or an auth/configuration error.
- *	2. The outbox is locked with ConditionalLockRelationOid, so a DROP or
- *	   ALTER EXTENSION in progress makes the cycle step aside instead of
- *	   queueing behind (or deadlocking with) it.
- *	3. Claim, a chunk at a time: up to batch_size * max_inflight *
- *	   CLAIM_ROUNDS due rows (fewer while Metronome is too slow to take them
- *	   within CYCLE_BUDGET_MS),
+ *	metronome_queue		the rows as inserted, never updated: each stamped
+ *						with its inserting transaction (txid, xid8), in three
+ *						time segments (metronome_segment()).
+ *	metronome_delivery	one row, the cursor: every row whose txid is
+ *						visible in last_snap is acknowledged; cur_snap is the
+ *						batch being delivered (the rows that became visible
+ *						between the snapshots last_snap and cur_snap, taken
+ *						by the shipper: PgQ's ticks), acknowledged up to
+ *						(pos_txid, pos_id) in (txid, id) order; lease_* the
+ *						shipper at work and the end of what it claimed.
+ *	metronome_outbox_state	a row per exception only (failed, waiting for a
+ *						retry, converted from 0.1.0), with the whole event.
+ *	metronome_ticks		a row per finished batch, for sent_at.
+ *	metronome_outbox	the view users see: every row with its status.
  *
- *		SELECT ... FROM metronome_outbox
- *		 WHERE status = 'pending' AND next_attempt_at <= $1
- *		   AND (next_attempt_at, id) > ($2, $3)
- *		 ORDER BY next_attempt_at, id LIMIT n
- *		   FOR UPDATE SKIP LOCKED
+ * A cycle is three steps, and only the first and last are transactions:
  *
- *	   served by the partial index metronome_outbox_pending_idx on
- *	   (next_attempt_at, id) WHERE status = 'pending': the cost does not
- *	   depend on how many sent or failed rows the table holds, and
- *	   concurrent claimers (the worker and sessions) never get the same row.
- *	   ($2, $3) is the key of the last row this cycle claimed: when the
- *	   batches run short, the next chunk is claimed while the last requests
- *	   are still in flight, so the pipeline never drains between chunks.
- *	4. Send: batches of batch_size, at most max_inflight requests at once
- *	   (http.c).  Each answer is classified as it arrives, and the rows are
- *	   marked while the other requests are still in flight:
- *		2xx			   rows -> sent (by ctid, a few batches per UPDATE,
- *					   after the pipeline has been refilled)
+ *	1. Claim (a short transaction that commits).  The cursor row is locked
+ *	   FOR UPDATE; if another live process holds an unexpired lease the
+ *	   cycle stops ("busy"): concurrent shippers never send the same
+ *	   pending row at once.  Due exception rows come first (partial index
+ *	   on (next_attempt_at, id)), then the next rows of the batch:
+ *
+ *		SELECT ... FROM metronome_queue
+ *		 WHERE txid >= xmin(last_snap) AND txid < xmax(cur_snap)
+ *		   AND (txid, id) > (pos_txid, pos_id)
+ *		   AND visible(txid, cur_snap) AND NOT visible(txid, last_snap)
+ *		 ORDER BY txid, id LIMIT n
+ *
+ *	   an index range on (txid, id) whatever the statistics say: the
+ *	   statement is planned with seqscan, bitmapscan and sort disabled (a
+ *	   GUC nest level of the claim only), so the plan right after a
+ *	   TRUNCATE or a restore is the plan after a million rows
+ *	   (test/t/111_claim_plan.pl).  Its cost is the rows claimed plus the
+ *	   acknowledged rows committed while last_snap's oldest transaction
+ *	   ran, not the history.  The lease (pid, expiry, end of the claim) is
+ *	   recorded and the transaction commits.
+ *	2. Send, with no transaction open in the worker (a procedure's
+ *	   transaction with no xid and no snapshot in CALL metronome_ship()):
+ *	   batches of batch_size, max_inflight at once (http.c):
+ *		2xx			   rows accepted
  *		400/413/422	   split the batch in halves and send each; a single
  *					   event still refused -> failed, last_error = message
  *		401/403		   no row changes; auth error state; gate closed
  *		404/405/501... no row changes; config error state; gate closed
- *		transient	   attempts + 1, next_attempt_at = now + backoff (or
- *					   Retry-After), failed after max_attempts; gate closed
- *	   After a transient or auth/config answer no new request starts; rows
- *	   claimed but not sent are simply released when the transaction ends.
- *	5. The transaction is held across the requests, which request_timeout
- *	   bounds (and a cycle claims nothing and starts no request after
- *	   CYCLE_BUDGET_MS), never across a backoff wait: waiting is the
- *	   worker's job, between cycles.
+ *		transient	   the rows get attempts + 1 and a next attempt
+ *					   (backoff or Retry-After), failed after max_attempts;
+ *					   gate closed
+ *	   After a transient or auth/config answer no new request starts.
+ *	3. Acknowledge (a short transaction): ONE update of the cursor row
+ *	   moves it over the longest prefix of the claim whose rows all have
+ *	   an outcome (a finished batch also adds one metronome_ticks row).
+ *	   Only exceptions write a row each: failed and retried rows of that
+ *	   prefix are copied into metronome_outbox_state, and exception rows
+ *	   that were sent are updated.  The cursor update must match our
+ *	   lease and every exception update must touch exactly its rows, or
+ *	   the transaction fails: the rows are then sent again (at least once;
+ *	   Metronome dedups on transaction_id), and the worker backs off.
  *
- * A row is marked sent only after a 2xx that covered it.  If anything dies
- * mid-cycle the transaction aborts and the rows are pending again: they
- * are resent, and Metronome's transaction_id dedup makes that harmless.
+ * A crash or an error anywhere leaves the cursor where it was: the rows
+ * claimed are claimed again once the lease's process is gone (or its
+ * lease expired) and resent.
+ *
+ * Retention (ShipDeleteSent): a segment leaves by TRUNCATE when it is not
+ * the current one nor the previous one (so all it holds is older than
+ * retain_sent), everything in it is acknowledged, and its lock is free;
+ * exception rows that were sent leave by DELETE (they are the exceptions).
+ *
+ * Restore: txids mean something only in the cluster that stamped them.
+ * The cursor row records the cluster's system identifier; a claim that
+ * finds another one (a restore into a new cluster, or a new install)
+ * re-stamps the rows once: acknowledged ones to txid 0, pending ones to
+ * the claim's own transaction, and restarts the cursor after them.
+ *
+ * For benchmarks: ShipCycle(SHIP_CALLER_XACT or SHIP_PROCEDURE, true,
+ * max_events, &result) is the database-only floor of this design (the
+ * same claim and acknowledgement, every row "accepted", no HTTP).  A
+ * benchmark-only module loaded next to metronome.so (PostgreSQL loads
+ * libraries RTLD_GLOBAL) declares it from delivery.h and calls it, e.g.
+ * from a C procedure (SHIP_PROCEDURE, after SPI_connect_ext(
+ * SPI_OPT_NONATOMIC): claim and acknowledgement then commit as the worker
+ * does) or a function (SHIP_CALLER_XACT: both in the caller's
+ * transaction).  It is not in the extension's SQL.
  *
  * Backoff: after n consecutive transient failures, min(max_backoff,
  * 500 ms * 2^(n-1)) * (1 - 0.25 * random), as Metronome's SDKs do; a
  * Retry-After or retry-after-ms answer replaces it (capped by
- * max_backoff).  The rows of the batch get it as next_attempt_at, and the
- * shared gate holds every request (new rows too) until it has passed.
+ * max_backoff).  The shared gate holds every request until it has passed.
  *
  *-------------------------------------------------------------------------
  */
@@ -64,74 +104,93 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "delivery.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "http.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(metronome_ship);
 PG_FUNCTION_INFO_V1(metronome_check_connection);
-PG_FUNCTION_INFO_V1(metronome_ship_floor);
+PG_FUNCTION_INFO_V1(metronome_segment);
 
 /* A cycle claims enough rows for this many rounds of max_inflight batches. */
 #define CLAIM_ROUNDS 8
 
-/* A cycle claims nothing and starts no new request after this long. */
+/* A cycle starts no new request after this long. */
 #define CYCLE_BUDGET_MS 1000
-
-/* ... nor claims more chunks than this (bounds the memory it holds). */
-#define CYCLE_MAX_CHUNKS 8
 
 /* HttpWait's longest sleep: how fast SIGTERM and cancels are noticed. */
 #define WAIT_SLICE_MS 50
+
+/* A lease outlives its cycle's longest run by this much. */
+#define LEASE_SLACK_MS 10000
+
+/* Segments of metronome_queue. */
+#define NSEGMENTS 3
 
 /* The instants RFC 3339 can express: years 0000 to 9999 (Unix time, us). */
 #define MIN_RFC3339_US INT64CONST(-62167219200000000)
 #define MAX_RFC3339_US INT64CONST(253402300800000000)
 
+/* What became of a claimed row in this cycle. */
+typedef enum RowOutcome
+{
+	OUTCOME_NONE = 0,			/* not sent (or no answer that counts) */
+	OUTCOME_SENT,
+	OUTCOME_FAILED,
+	OUTCOME_RETRY
+} RowOutcome;
+
 /* One claimed row. */
 typedef struct ShipRow
 {
-	ItemPointerData ctid;		/* locked by us: it cannot move */
 	int64		id;
-	int32		attempts;
+	bool		from_state;		/* an exception row (else a queue row) */
+	char	   *txid;			/* queue rows: xid8 as text */
+	int32		attempts;		/* exception rows: attempts so far */
+	char	   *mapping;		/* NULL when inserted directly */
+	TimestampTz ts;
+	TimestampTz created_at;
 	HttpEvent	ev;
+	RowOutcome	outcome;
+	const char *error;			/* FAILED, RETRY */
+	TimestampTz next_at;		/* RETRY */
 } ShipRow;
 
-/* A batch: rows[first .. first + n - 1] of one claimed chunk. */
+/* A batch: n claimed rows (pointers into the cycle's rows). */
 typedef struct ShipBatch
 {
-	ShipRow    *rows;
-	int			first;
+	ShipRow   **r;
 	int			n;
 } ShipBatch;
 
-/* Rows accepted by Metronome, not yet marked sent (see flush_sent). */
-typedef struct SentBuffer
-{
-	Datum	   *ctids;			/* ItemPointer datums */
-	int			n;
-	int			cap;
-} SentBuffer;
-
 /*
- * One cycle's state.  Batches wait in a deque: claimed chunks are appended
- * at the tail, the halves of a refused batch pushed at the head.  The
- * requests are kept for freeing whatever happens.
+ * One cycle's state, in its own memory context (it outlives the claim's
+ * transaction).  Batches wait in a deque: claimed ones appended at the
+ * tail, the halves of a refused batch pushed at the head.
  */
 typedef struct Cycle
 {
+	MemoryContext cxt;
 	ShipBatch **q;
 	int			head;
 	int			tail;
@@ -139,34 +198,42 @@ typedef struct Cycle
 	HttpRequest **reqs;
 	int			nreqs;
 	int			reqcap;
-	SentBuffer	sent;
-	int			limit;			/* rows per claim */
-	int64		max_events;		/* 0, or the most rows to claim */
-	bool		more;			/* the last claim was full */
-	int			chunks;			/* claims made */
-	TimestampTz last_nat;		/* key of the last row claimed */
-	int64		last_id;
+
+	ShipRow    *rows;			/* exception rows first, then queue rows */
+	int			nrows;
+	int			nstate;
+	int			limit;
+
+	/* the claim */
+	char	   *pos_txid;		/* the cursor before the claim */
+	int64		pos_id;
+	bool		final;			/* the claim reached the end of the batch */
+	TimestampTz lease_until;	/* with our pid: the lease's token */
 	TimestampTz started;
+	bool		again;			/* claim again at once (after a re-stamp) */
 } Cycle;
 
-/* Marking sent waits until this many rows are accepted (or the end). */
-#define SENT_FLUSH_ROWS 400
-
-/* SPI plans, kept across transactions for one outbox relation. */
+/* SPI plans, kept across transactions for one installation. */
 static struct
 {
-	Oid			relid;
-	int			claim_limit;
-	SPIPlanPtr	claim;
-	SPIPlanPtr	sent;
-	SPIPlanPtr	failed;
-	SPIPlanPtr	retry;
+	Oid			relid;			/* of metronome_delivery */
+	SPIPlanPtr	dedup;
+	SPIPlanPtr	lock;
+	SPIPlanPtr	main;
+	SPIPlanPtr	state;
+	SPIPlanPtr	lease;
+	SPIPlanPtr	roll_empty;
+	SPIPlanPtr	ack;
+	SPIPlanPtr	ack_final;
+	SPIPlanPtr	exc_insert;
+	SPIPlanPtr	state_sent;
+	SPIPlanPtr	state_failed;
+	SPIPlanPtr	state_retry;
 	SPIPlanPtr	next_due;
 	SPIPlanPtr	delete_sent;
 } plans;
 
 static HttpClient *client = NULL;
-static bool in_ship = false;
 static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 
 /*
@@ -176,15 +243,36 @@ static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
  */
 static Cycle *pending = NULL;
 
-/*
- * Is this backend running a shipping cycle (its own outbox updates must
- * not wake the worker)?
- */
-bool
-ShipInProgress(void)
-{
-	return in_ship;
-}
+static double ship_jitter(void);
+static SPIPlanPtr ship_prepare(const char *sql, int nargs, Oid *argtypes);
+static void ship_free_plans(void);
+static void ship_ensure_plans(Oid relid);
+static int	ship_run_claim(Datum *values);
+static int	ship_run(SPIPlanPtr plan, Datum *values, const char *nulls,
+					 bool read_only, long count);
+static void ship_xact_begin(ShipContext ctx);
+static void ship_xact_commit(ShipContext ctx);
+static char *ship_text(HeapTuple tup, TupleDesc desc, int col);
+static void ship_fill_event(ShipRow *r);
+static void ship_set_error(const char *message);
+static bool ship_to_unix_us(TimestampTz ts, int64 *us);
+static void queue_append(Cycle *c, ShipBatch *b);
+static void queue_push(Cycle *c, ShipBatch *b);
+static void ship_release_requests(Cycle *c);
+static void ship_exit(int code, Datum arg);
+static HttpClient *get_client(void);
+static void ship_fixup(void);
+static int	ship_claim(Cycle *c, int64 max_events, ShipResult *result);
+static void ship_make_batches(Cycle *c, int from, int to);
+static HttpRequest *ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c,
+									 bool *started);
+static void ship_outcome(ShipBatch *b, RowOutcome outcome, const char *error,
+						 TimestampTz next_at);
+static bool ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result);
+static void ship_send(Cycle *c, ShipResult *result);
+static void ship_acknowledge(Cycle *c, ShipResult *result);
+static int64 ship_retry_delay(ShipBatch *b, int64 retry_after_ms,
+							  double random01);
 
 /*
  * Backoff delay (ms) after `failures` consecutive transient failures.
@@ -198,14 +286,14 @@ ShipBackoffDelay(int failures, double random01)
 
 /* a random number in [0, 1) for jitter */
 static double
-jitter(void)
+ship_jitter(void)
 {
 	return pg_prng_double(&pg_global_prng_state);
 }
 
 /* prepare one statement and keep it */
 static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *argtypes)
+ship_prepare(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -217,12 +305,14 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* forget every plan (the outbox changed) */
+/* forget every plan (the extension was re-created) */
 static void
-free_plans(void)
+ship_free_plans(void)
 {
-	SPIPlanPtr *all[] = {&plans.claim, &plans.sent, &plans.failed,
-	&plans.retry, &plans.next_due, &plans.delete_sent};
+	SPIPlanPtr *all[] = {&plans.dedup, &plans.lock, &plans.main, &plans.state,
+		&plans.lease, &plans.roll_empty, &plans.ack, &plans.ack_final,
+		&plans.exc_insert, &plans.state_sent, &plans.state_failed,
+	&plans.state_retry, &plans.next_due, &plans.delete_sent};
 	int			i;
 
 	for (i = 0; i < (int) lengthof(all); i++)
@@ -232,231 +322,257 @@ free_plans(void)
 		*all[i] = NULL;
 	}
 	plans.relid = InvalidOid;
-	plans.claim_limit = 0;
 }
 
 /*
- * Make sure the plans are for this outbox (and this claim size).  Must run
- * inside SPI.
+ * Make sure the plans are for this installation (relid of
+ * metronome_delivery).  Runs inside SPI, with a snapshot.
  */
 static void
-ensure_plans(Oid relid, int claim_limit)
+ship_ensure_plans(Oid relid)
 {
-	const char *tbl;
-	Oid			claim_args[] = {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID};
-	Oid			sent_args[] = {TIDARRAYOID, TIMESTAMPTZOID};
-	Oid			failed_args[] = {INT8ARRAYOID, TEXTOID};
-	Oid			retry_args[] = {INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
+	const char *s;
+	char	   *d;
 
-	if (plans.relid != relid)
-		free_plans();
-	if (plans.relid == relid && plans.claim_limit == claim_limit)
+	if (plans.relid == relid)
 		return;
+	ship_free_plans();
+	s = MetronomeSchemaName();
+	d = psprintf("(SELECT * FROM %s.metronome_delivery dd"
+				 " ORDER BY dd.system_id IS NULL LIMIT 1)", s);
 
-	tbl = psprintf("%s.metronome_outbox", MetronomeSchemaName());
-	PushActiveSnapshot(GetTransactionSnapshot());
+	plans.dedup = ship_prepare(psprintf(
+										"DELETE FROM %1$s.metronome_delivery WHERE system_id IS NULL"
+										" AND EXISTS (SELECT 1 FROM %1$s.metronome_delivery d2"
+										" WHERE d2.system_id IS NOT NULL)", s), 0, NULL);
+	plans.lock = ship_prepare(psprintf(
+									   "SELECT lease_pid, lease_until, system_id::text, last_snap::text,"
+									   " cur_snap::text, pos_txid::text, pos_id,"
+									   " pg_catalog.pg_current_snapshot()::text"
+									   " FROM %s.metronome_delivery FOR UPDATE", s), 0, NULL);
 
-	if (plans.claim != NULL)
-	{
-		SPI_freeplan(plans.claim);
-		plans.claim = NULL;
-	}
-	plans.claim_limit = 0;
-	plans.claim =
-		prepare(psprintf("SELECT ctid, id, transaction_id, customer_id, event_type,"
-						 " \"timestamp\", properties::text, attempts, next_attempt_at"
-						 " FROM %s"
-						 " WHERE status = 'pending' AND next_attempt_at <= $1"
-						 " AND (next_attempt_at, id) > ($2, $3)"
-						 " ORDER BY next_attempt_at, id"
-						 " LIMIT %d"
-						 " FOR UPDATE SKIP LOCKED", tbl, claim_limit),
-				3, claim_args);
-	plans.claim_limit = claim_limit;
+	plans.main = ship_prepare(psprintf(
+									   "SELECT txid::text, id, transaction_id, customer_id, event_type,"
+									   " \"timestamp\", properties::text, mapping, created_at"
+									   " FROM %s.metronome_queue"
+									   " WHERE txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
+									   " AND txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
+									   " AND (txid, id) > ($3::pg_catalog.xid8, $4)"
+									   " AND pg_catalog.pg_visible_in_snapshot(txid, $2::pg_catalog.pg_snapshot)"
+									   " AND NOT pg_catalog.pg_visible_in_snapshot(txid, $1::pg_catalog.pg_snapshot)"
+									   " ORDER BY txid, id LIMIT $5", s),
+							  5, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID});
 
-	if (plans.relid != relid)
-	{
-		plans.sent =
-			prepare(psprintf("UPDATE %s SET status = 'sent', sent_at = $2,"
-							 " attempts = attempts + 1, last_error = NULL"
-							 " WHERE ctid = ANY ($1)", tbl),
-					2, sent_args);
-		plans.failed =
-			prepare(psprintf("UPDATE %s SET status = 'failed',"
-							 " attempts = attempts + 1, last_error = $2"
-							 " WHERE id = ANY ($1)", tbl),
-					2, failed_args);
-		plans.retry =
-			prepare(psprintf("UPDATE %s SET attempts = attempts + 1,"
-							 " last_error = $3, next_attempt_at = $2,"
-							 " status = CASE WHEN $4 > 0 AND attempts + 1 >= $4"
-							 " THEN 'failed' ELSE 'pending' END"
-							 " WHERE id = ANY ($1)"
-							 " RETURNING status = 'failed'", tbl),
-					4, retry_args);
-		plans.next_due =
-			prepare(psprintf("SELECT next_attempt_at FROM %s"
-							 " WHERE status = 'pending'"
-							 " ORDER BY next_attempt_at, id LIMIT 1", tbl),
-					0, NULL);
-		plans.delete_sent =
-			prepare(psprintf("DELETE FROM %1$s WHERE id = ANY (ARRAY("
-							 "SELECT id FROM %1$s"
-							 " WHERE status = 'sent' AND sent_at < $1"
-							 " ORDER BY sent_at LIMIT $2))", tbl),
-					2, (Oid[]) {TIMESTAMPTZOID, INT8OID});
-		plans.relid = relid;
-	}
-	PopActiveSnapshot();
+	plans.state = ship_prepare(psprintf(
+										"SELECT id, transaction_id, customer_id, event_type, \"timestamp\","
+										" properties::text, mapping, created_at, attempts"
+										" FROM %s.metronome_outbox_state"
+										" WHERE status = 'pending' AND next_attempt_at <= $1"
+										" ORDER BY next_attempt_at, id LIMIT $2", s),
+							   2, (Oid[]) {TIMESTAMPTZOID, INT8OID});
+	plans.lease = ship_prepare(psprintf(
+										"UPDATE %s.metronome_delivery SET cur_snap = $1::pg_catalog.pg_snapshot,"
+										" lease_pid = $2, lease_until = $3, lease_txid = $4::pg_catalog.xid8,"
+										" lease_id = $5, lease_final = $6", s),
+							   6, (Oid[]) {TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID, BOOLOID});
+	plans.roll_empty = ship_prepare(psprintf(
+											 "WITH t AS (INSERT INTO %1$s.metronome_ticks"
+											 " SELECT pg_catalog.pg_snapshot_xmax(cur_snap), cur_snap,"
+											 " coalesce(acked_at, pg_catalog.now())"
+											 " FROM %1$s.metronome_delivery WHERE cur_snap IS NOT NULL AND pos_id > 0)"
+											 " UPDATE %1$s.metronome_delivery SET last_snap = cur_snap, cur_snap = NULL,"
+											 " pos_txid = '0', pos_id = 0 WHERE cur_snap IS NOT NULL", s), 0, NULL);
+	plans.ack = ship_prepare(psprintf(
+									  "UPDATE %s.metronome_delivery SET pos_txid = $1::pg_catalog.xid8, pos_id = $2,"
+									  " acked_at = CASE WHEN $5 THEN pg_catalog.now() ELSE acked_at END,"
+									  " lease_pid = NULL, lease_until = NULL, lease_txid = NULL,"
+									  " lease_id = NULL, lease_final = NULL"
+									  " WHERE lease_pid = $3 AND lease_until = $4", s),
+							 5, (Oid[]) {TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, BOOLOID});
+	plans.ack_final = ship_prepare(psprintf(
+											"WITH t AS (INSERT INTO %1$s.metronome_ticks"
+											" SELECT pg_catalog.pg_snapshot_xmax(cur_snap), cur_snap, pg_catalog.now()"
+											" FROM %1$s.metronome_delivery"
+											" WHERE lease_pid = $1 AND lease_until = $2 AND cur_snap IS NOT NULL)"
+											" UPDATE %1$s.metronome_delivery SET last_snap = cur_snap, cur_snap = NULL,"
+											" pos_txid = '0', pos_id = 0, acked_at = pg_catalog.now(),"
+											" lease_pid = NULL, lease_until = NULL, lease_txid = NULL,"
+											" lease_id = NULL, lease_final = NULL"
+											" WHERE lease_pid = $1 AND lease_until = $2 AND cur_snap IS NOT NULL", s),
+								   2, (Oid[]) {INT4OID, TIMESTAMPTZOID});
+	plans.exc_insert = ship_prepare(psprintf(
+											 "INSERT INTO %s.metronome_outbox_state (id, transaction_id, customer_id,"
+											 " event_type, \"timestamp\", properties, mapping, status, attempts,"
+											 " next_attempt_at, last_error, created_at)"
+											 " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, 1, $9, $10, $11)", s),
+									11, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID});
+	plans.state_sent = ship_prepare(psprintf(
+											 "UPDATE %s.metronome_outbox_state SET status = 'sent', sent_at = pg_catalog.now(),"
+											 " attempts = LEAST(attempts, 2147483646) + 1, last_error = NULL"
+											 " WHERE id = ANY ($1) AND status = 'pending'", s),
+									1, (Oid[]) {INT8ARRAYOID});
+	plans.state_failed = ship_prepare(psprintf(
+											   "UPDATE %s.metronome_outbox_state SET status = 'failed',"
+											   " attempts = LEAST(attempts, 2147483646) + 1, last_error = $2"
+											   " WHERE id = $1 AND status = 'pending'", s),
+									  2, (Oid[]) {INT8OID, TEXTOID});
+	plans.state_retry = ship_prepare(psprintf(
+											  "UPDATE %s.metronome_outbox_state"
+											  " SET attempts = LEAST(attempts, 2147483646) + 1,"
+											  " last_error = $3, next_attempt_at = $2,"
+											  " status = CASE WHEN $4 > 0 AND LEAST(attempts, 2147483646) + 1 >= $4"
+											  " THEN 'failed' ELSE 'pending' END"
+											  " WHERE id = $1 AND status = 'pending'"
+											  " RETURNING status = 'failed'", s),
+									 4, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+	plans.next_due = ship_prepare(psprintf(
+										   "SELECT min(next_attempt_at) FROM %s.metronome_outbox_state"
+										   " WHERE status = 'pending'", s), 0, NULL);
+	plans.delete_sent = ship_prepare(psprintf(
+											  "DELETE FROM %1$s.metronome_outbox_state WHERE id = ANY (ARRAY("
+											  "SELECT id FROM %1$s.metronome_outbox_state"
+											  " WHERE status = 'sent' AND sent_at < $1"
+											  " ORDER BY sent_at LIMIT $2))", s),
+									 2, (Oid[]) {TIMESTAMPTZOID, INT8OID});
+	pfree(d);
+	plans.relid = relid;
 }
 
 /*
- * SPI_execute_plan under a snapshot of its own.  The worker holds no
- * snapshot between statements (and so none across the HTTP round trips,
- * which would hold back vacuum's horizon); SPI wants an outer one.
+ * Run the claim of queue rows.  It is planned (once: a generic plan, kept)
+ * with sequential scans, bitmap scans and sorts disabled, so that its plan
+ * is the (txid, id) index range whatever the statistics say; the settings
+ * hold for this statement only (a GUC nest level, as a function's SET
+ * clause does).
  */
 static int
-spi_run(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
-		long count)
+ship_run_claim(Datum *values)
 {
+	int			nest = NewGUCNestLevel();
 	int			ret;
 
-	PushActiveSnapshot(GetTransactionSnapshot());
-	ret = SPI_execute_plan(plan, values, nulls, read_only, count);
-	PopActiveSnapshot();
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	ret = SPI_execute_plan(plans.main, values, NULL, true, 0);
+	AtEOXact_GUC(true, nest);
 	return ret;
 }
 
-/* run a prepared data-modifying statement; returns the rows processed */
-static uint64
-execute(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+/* run a prepared statement; the caller's transaction has a snapshot */
+static int
+ship_run(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
+		 long count)
 {
-	int			ret;
-
-	in_ship = true;
-	ret = spi_run(plan, values, nulls, false, 0);
-	if (ret != expected)
-		elog(ERROR, "outbox statement failed: %s", SPI_result_code_string(ret));
-	return SPI_processed;
-}
-
-/* the ids of a batch as an int8[] datum */
-static Datum
-batch_ids(ShipRow *rows, ShipBatch *b)
-{
-	Datum	   *d = palloc(sizeof(Datum) * b->n);
-	int			i;
-
-	for (i = 0; i < b->n; i++)
-		d[i] = Int64GetDatum(rows[b->first + i].id);
-	return PointerGetDatum(construct_array(d, b->n, INT8OID, sizeof(int64),
-										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	return SPI_execute_plan(plan, values, nulls, read_only, count);
 }
 
 /*
- * Mark the buffered rows sent, in one statement: the rows are addressed by
- * ctid (a TID scan, no index descent), which cannot change while we hold
- * their row locks.  Returns how many rows were marked.
- */
-static int64
-flush_sent(SentBuffer *buf)
-{
-	Datum		values[2];
-	int64		n = buf->n;
-
-	if (n == 0)
-		return 0;
-	values[0] = PointerGetDatum(construct_array(buf->ctids, buf->n, TIDOID,
-												sizeof(ItemPointerData), false,
-												TYPALIGN_SHORT));
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	execute(plans.sent, values, NULL, SPI_OK_UPDATE);
-	pfree(DatumGetPointer(values[0]));
-	buf->n = 0;
-	StatusCountRows(n, 0);
-	return n;
-}
-
-/*
- * Rows of a batch were accepted: buffer them for flush_sent.  Marking them
- * a few batches at a time costs less than a statement per batch, and
- * run_cycle does it while the next requests are in flight.
+ * Begin a short transaction of the cycle (claim, acknowledgement) with SPI
+ * connected and a snapshot.  In SHIP_PROCEDURE the procedure's transaction
+ * is already there (SPI connected non-atomic by the caller).
  */
 static void
-mark_sent(ShipRow *rows, ShipBatch *b, SentBuffer *buf)
+ship_xact_begin(ShipContext ctx)
 {
-	int			i;
+	MemoryContext old = CurrentMemoryContext;
 
-	if (buf->n + b->n > buf->cap)
+	if (ctx == SHIP_OWN_XACTS)
 	{
-		buf->cap = buf->n + b->n + SENT_FLUSH_ROWS;
-		buf->ctids = repalloc(buf->ctids, sizeof(Datum) * buf->cap);
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
 	}
-	for (i = 0; i < b->n; i++)
-		buf->ctids[buf->n++] = PointerGetDatum(&rows[b->first + i].ctid);
+	if (ctx != SHIP_PROCEDURE && SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the cycle allocates in its own context, whatever the transaction */
+	MemoryContextSwitchTo(old);
 }
 
-/* rows of a batch -> failed with this error */
+/*
+ * End it: commit (SHIP_OWN_XACTS: no transaction is left open;
+ * SHIP_PROCEDURE: SPI_commit starts the next one, with no xid and no
+ * snapshot), or nothing in the caller's transaction.
+ */
 static void
-mark_failed(ShipRow *rows, ShipBatch *b, const char *error)
+ship_xact_commit(ShipContext ctx)
 {
-	Datum		values[2];
+	MemoryContext old = CurrentMemoryContext;
 
-	values[0] = batch_ids(rows, b);
-	values[1] = CStringGetTextDatum(error);
-	execute(plans.failed, values, NULL, SPI_OK_UPDATE);
+	PopActiveSnapshot();
+	if (ctx != SHIP_PROCEDURE)
+		SPI_finish();
+	if (ctx == SHIP_OWN_XACTS)
+		CommitTransactionCommand();
+	else if (ctx == SHIP_PROCEDURE)
+		SPI_commit();
+	MemoryContextSwitchTo(old);
+}
+
+/* a text column of an SPI row, copied into the current context; NULL if null */
+static char *
+ship_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
 }
 
 /*
- * rows of a batch: one more attempt, retried after delay_ms; failed when
- * max_attempts is reached.  The rows of a batch share their next attempt,
- * so they go out together again.  Returns how many rows failed.
+ * The outgoing text of one event, set in this one place (encoding
+ * conversion to UTF-8 belongs here): the fields were read as the server's
+ * text; the timestamp becomes Unix microseconds.
  */
-static int64
-mark_retry(ShipRow *rows, ShipBatch *b, const char *error, int64 delay_ms)
+static void
+ship_fill_event(ShipRow *r)
 {
-	Datum		values[4];
-	int64		failed = 0;
-	uint64		i;
-
-	values[0] = batch_ids(rows, b);
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp() + delay_ms * 1000);
-	values[2] = CStringGetTextDatum(error);
-	values[3] = Int32GetDatum(metronome_max_attempts);
-	execute(plans.retry, values, NULL, SPI_OK_UPDATE_RETURNING);
-	for (i = 0; i < SPI_processed; i++)
+	if (r->ev.properties == NULL)
+		r->ev.properties = "{}";
+	if (!ship_to_unix_us(r->ts, &r->ev.timestamp_us) ||
+		r->ev.timestamp_us < MIN_RFC3339_US ||
+		r->ev.timestamp_us >= MAX_RFC3339_US)
 	{
-		bool		isnull;
-
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
-									   SPI_tuptable->tupdesc, 1, &isnull)))
-			failed++;
+		r->outcome = OUTCOME_FAILED;
+		r->error = "timestamp is outside the range Metronome accepts (years 0000 to 9999)";
 	}
-	SPI_freetuptable(SPI_tuptable);
-	return failed;
 }
 
 /*
- * How long the rows of a batch wait after a transient failure: the
- * server's Retry-After (capped by max_backoff), else the exponential
- * backoff of the batch's attempts, jittered.
+ * Store an error text that came from Metronome (or the network) for
+ * metronome_status(): the one place where such text enters the server
+ * (conversion to the server encoding belongs here).  Returns the text to
+ * store in rows as well.
  */
-static int64
-retry_delay(ShipRow *rows, ShipBatch *b, int64 retry_after_ms, double random01)
+static void
+ship_set_error(const char *message)
 {
-	int			attempts = 0;
-	int			i;
-
-	if (retry_after_ms >= 0)
-		return Min(retry_after_ms, (int64) metronome_max_backoff);
-	for (i = 0; i < b->n; i++)
-		attempts = Max(attempts, rows[b->first + i].attempts);
-	return ShipBackoffDelay(attempts + 1, random01);
+	StatusSetError(message);
 }
+
+/* convert a PostgreSQL timestamptz to microseconds since the Unix epoch */
+static bool
+ship_to_unix_us(TimestampTz ts, int64 *us)
+{
+	const int64 shift = (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+		SECS_PER_DAY * USECS_PER_SEC;
+
+	if (TIMESTAMP_NOT_FINITE(ts))
+		return false;
+	*us = ts + shift;
+	return true;
+}
+
 
 /* abort the requests of a cycle, free them, and forget the cycle */
 static void
-release_requests(Cycle *c)
+ship_release_requests(Cycle *c)
 {
 	int			i;
 
@@ -473,9 +589,8 @@ ship_exit(int code, Datum arg)
 {
 	(void) code;
 	(void) arg;
-	in_ship = false;
 	if (pending != NULL)
-		release_requests(pending);
+		ship_release_requests(pending);
 	HttpClientDestroy(client);
 	client = NULL;
 }
@@ -509,21 +624,7 @@ get_client(void)
 void
 ShipAbort(void)
 {
-	in_ship = false;
 	HttpCancelAll(client);
-}
-
-/* convert a PostgreSQL timestamptz to microseconds since the Unix epoch */
-static bool
-to_unix_us(TimestampTz ts, int64 *us)
-{
-	const int64 shift = (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
-		SECS_PER_DAY * USECS_PER_SEC;
-
-	if (TIMESTAMP_NOT_FINITE(ts))
-		return false;
-	*us = ts + shift;
-	return true;
 }
 
 /* append a batch at the tail of the cycle's deque */
@@ -566,19 +667,298 @@ queue_push(Cycle *c, ShipBatch *b)
 	c->q[--c->head] = b;
 }
 
-/* number of batches waiting */
+
 #define queue_len(c) ((c)->tail - (c)->head)
 
-/* start one batch; false (with the request's error set) if it could not */
+
+/*
+ * The txids of the queue come from another cluster (a restore), or the
+ * cursor has never been used: re-stamp the rows once.  Acknowledged rows
+ * get txid 0 (visible in every snapshot), pending ones this transaction's
+ * own xid, and the cursor restarts at a snapshot that sees the former and
+ * not the latter.  Runs in the claim's transaction, the cursor row locked.
+ */
+static void
+ship_fixup(void)
+{
+	const char *s = MetronomeSchemaName();
+	char		sysid[32];
+	int			ret;
+
+	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+	ret = SPI_execute(psprintf("UPDATE %1$s.metronome_queue q SET txid ="
+							   " CASE WHEN %1$s.metronome_acked(q.txid, q.id, d.last_snap, d.cur_snap,"
+							   " d.pos_txid, d.pos_id) THEN '0'::pg_catalog.xid8"
+							   " ELSE pg_catalog.pg_current_xact_id() END"
+							   " FROM (SELECT * FROM %1$s.metronome_delivery LIMIT 1) d", s),
+					  false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-stamp the queue: %s", SPI_result_code_string(ret));
+	ret = SPI_execute(psprintf("DELETE FROM %1$s.metronome_ticks;"
+							   " INSERT INTO %1$s.metronome_ticks"
+							   " SELECT '1', '1:1:', coalesce(acked_at, pg_catalog.now())"
+							   " FROM %1$s.metronome_delivery;"
+							   " UPDATE %1$s.metronome_delivery SET last_snap ="
+							   " (pg_catalog.pg_current_xact_id()::text || ':' ||"
+							   " pg_catalog.pg_current_xact_id()::text || ':')::pg_catalog.pg_snapshot,"
+							   " cur_snap = NULL, pos_txid = '0', pos_id = 0, lease_pid = NULL,"
+							   " lease_until = NULL, lease_txid = NULL, lease_id = NULL,"
+							   " lease_final = NULL, system_id = %2$s", s, sysid),
+					  false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not restart the delivery cursor: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * Step 1 of a cycle, in its transaction: take the lease and claim due
+ * exception rows, then the next rows of the batch (see the file banner).
+ * Returns the rows claimed; sets result->no_extension, locked or busy
+ * when it claims nothing for those reasons.
+ */
+static int
+ship_claim(Cycle *c, int64 max_events, ShipResult *result)
+{
+	Oid			relid = MetronomeRelid("metronome_delivery", true);
+	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext old;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *sysid;
+	char	   *last_snap;
+	char	   *cur_snap;
+	char	   *snap_now;
+	char		mine[32];
+	Datum		args[6];
+	char		nulls[6];
+	int			limit;
+	int			nmain = 0;
+	int			ret;
+	uint64		i;
+
+	if (!OidIsValid(relid))
+	{
+		result->no_extension = true;
+		return 0;
+	}
+	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
+	{
+		result->locked = true;
+		return 0;
+	}
+	/* the lock brought the latest catalog: is the table still there? */
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
+		MetronomeRelid("metronome_delivery", true) != relid)
+	{
+		result->no_extension = true;
+		return 0;
+	}
+	ship_ensure_plans(relid);
+
+	/* after a restore, the dumped cursor row wins over the new one */
+	if (ship_run(plans.dedup, NULL, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not read the delivery cursor");
+
+	snprintf(mine, sizeof(mine), UINT64_FORMAT, GetSystemIdentifier());
+	for (;;)
+	{
+		ret = ship_run(plans.lock, NULL, NULL, false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the delivery cursor of extension \"metronome\" is missing"),
+					 errdetail("Table metronome_delivery must hold exactly one row; it holds %llu.",
+							   (unsigned long long) SPI_processed),
+					 errhint("Run ALTER EXTENSION metronome UPDATE, or re-create the extension.")));
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		old = MemoryContextSwitchTo(c->cxt);
+		sysid = ship_text(tup, desc, 3);
+		MemoryContextSwitchTo(old);
+		if (sysid != NULL && strcmp(sysid, mine) == 0)
+			break;
+		ship_fixup();
+		/* the re-stamped rows become visible when this claim commits */
+		c->again = true;
+	}
+
+	/* a live process with an unexpired lease is shipping */
+	{
+		Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
+
+		if (!isnull && DatumGetInt32(pid) != MyProcPid)
+		{
+			Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
+
+			if (!isnull && DatumGetTimestampTz(until) > now &&
+				BackendPidGetProc(DatumGetInt32(pid)) != NULL)
+			{
+				result->busy = true;
+				return 0;
+			}
+		}
+	}
+
+	old = MemoryContextSwitchTo(c->cxt);
+	last_snap = ship_text(tup, desc, 4);
+	cur_snap = ship_text(tup, desc, 5);
+	c->pos_txid = ship_text(tup, desc, 6);
+	c->pos_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+	snap_now = ship_text(tup, desc, 8);
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+
+	limit = metronome_batch_size * metronome_max_inflight * claim_rounds;
+	if (max_events > 0 && max_events < limit)
+		limit = (int) max_events;
+	c->rows = MemoryContextAllocZero(c->cxt, sizeof(ShipRow) * (limit + 1));
+
+	/* due exception rows first */
+	args[0] = TimestampTzGetDatum(now);
+	args[1] = Int64GetDatum(limit);
+	ret = ship_run(plans.state, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
+	old = MemoryContextSwitchTo(c->cxt);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		ShipRow    *r = &c->rows[c->nrows++];
+
+		tup = SPI_tuptable->vals[i];
+		desc = SPI_tuptable->tupdesc;
+		r->from_state = true;
+		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		r->ev.transaction_id = ship_text(tup, desc, 2);
+		r->ev.customer_id = ship_text(tup, desc, 3);
+		r->ev.event_type = ship_text(tup, desc, 4);
+		r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+		r->ev.properties = ship_text(tup, desc, 6);
+		r->mapping = ship_text(tup, desc, 7);
+		r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		ship_fill_event(r);
+	}
+	MemoryContextSwitchTo(old);
+	c->nstate = c->nrows;
+	SPI_freetuptable(SPI_tuptable);
+
+	/* then the next rows of the batch between last_snap and cur_snap */
+	if (c->nrows < limit)
+	{
+		int			want = limit - c->nrows;
+
+		args[0] = CStringGetTextDatum(last_snap);
+		args[1] = CStringGetTextDatum(cur_snap ? cur_snap : snap_now);
+		args[2] = CStringGetTextDatum(c->pos_txid);
+		args[3] = Int64GetDatum(c->pos_id);
+		args[4] = Int64GetDatum(want);
+		ret = ship_run_claim(args);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
+		old = MemoryContextSwitchTo(c->cxt);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			ShipRow    *r = &c->rows[c->nrows++];
+
+			tup = SPI_tuptable->vals[i];
+			desc = SPI_tuptable->tupdesc;
+			r->txid = ship_text(tup, desc, 1);
+			r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			r->ev.transaction_id = ship_text(tup, desc, 3);
+			r->ev.customer_id = ship_text(tup, desc, 4);
+			r->ev.event_type = ship_text(tup, desc, 5);
+			r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+			r->ev.properties = ship_text(tup, desc, 7);
+			r->mapping = ship_text(tup, desc, 8);
+			r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+			ship_fill_event(r);
+		}
+		MemoryContextSwitchTo(old);
+		nmain = (int) SPI_processed;
+		c->final = (nmain < want);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	c->limit = limit;
+
+	/* the batch in progress has nothing more: finish it */
+	if (nmain == 0 && cur_snap != NULL)
+	{
+		if (ship_run(plans.roll_empty, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not move the delivery cursor");
+		c->pos_txid = "0";
+		c->pos_id = 0;
+		cur_snap = NULL;
+	}
+	if (nmain == 0)
+		c->final = false;
+
+	if (c->nrows == 0)
+	{
+		/* nothing to send: when is the next retry due? */
+		if (ship_run(plans.next_due, NULL, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			Datum		due = SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				result->next_due = DatumGetTimestampTz(due);
+		}
+		return 0;
+	}
+
+	/* the lease: our pid, until when, and the end of what we claimed */
+	c->lease_until = TimestampTzPlusMilliseconds(now, CYCLE_BUDGET_MS +
+												 2 * (int64) metronome_request_timeout +
+												 LEASE_SLACK_MS);
+	memset(nulls, ' ', sizeof(nulls));
+	if (nmain > 0)
+		args[0] = CStringGetTextDatum(cur_snap ? cur_snap : snap_now);
+	else
+		nulls[0] = 'n';
+	args[1] = Int32GetDatum(MyProcPid);
+	args[2] = TimestampTzGetDatum(c->lease_until);
+	args[3] = CStringGetTextDatum(nmain > 0 ? c->rows[c->nrows - 1].txid : c->pos_txid);
+	args[4] = Int64GetDatum(nmain > 0 ? c->rows[c->nrows - 1].id : c->pos_id);
+	args[5] = BoolGetDatum(c->final);
+	if (ship_run(plans.lease, args, nulls, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != 1)
+		elog(ERROR, "could not record the delivery lease");
+	result->claimed = c->nrows;
+	return c->nrows;
+}
+
+/* batches of the rows from .. to - 1 that can be sent, in claim order */
+static void
+ship_make_batches(Cycle *c, int from, int to)
+{
+	ShipRow   **ptrs = MemoryContextAlloc(c->cxt, sizeof(ShipRow *) * Max(to - from, 1));
+	int			n = 0;
+	int			i;
+
+	for (i = from; i < to; i++)
+		if (c->rows[i].outcome == OUTCOME_NONE)
+			ptrs[n++] = &c->rows[i];
+	for (i = 0; i < n; i += metronome_batch_size)
+	{
+		ShipBatch  *b = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
+
+		b->r = ptrs + i;
+		b->n = Min(metronome_batch_size, n - i);
+		queue_append(c, b);
+	}
+}
+
+/* start one batch; *started false (with the request's error set) if it could not */
 static HttpRequest *
-start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
+ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 {
 	HttpEvent  *events = palloc(sizeof(HttpEvent) * b->n);
 	HttpRequest *req;
 	int			i;
 
 	for (i = 0; i < b->n; i++)
-		events[i] = b->rows[b->first + i].ev;
+		events[i] = b->r[i]->ev;
 	if (c->nreqs == c->reqcap)
 	{
 		c->reqcap *= 2;
@@ -601,182 +981,106 @@ start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 	return req;
 }
 
+/* set the outcome of every row of a batch */
+static void
+ship_outcome(ShipBatch *b, RowOutcome outcome, const char *error,
+			 TimestampTz next_at)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+	{
+		b->r[i]->outcome = outcome;
+		b->r[i]->error = error;
+		b->r[i]->next_at = next_at;
+	}
+}
+
 /*
- * Claim the next chunk of due rows (after the last one claimed in this
- * cycle, so that the rows this transaction already holds are not taken
- * twice) and append its batches to the deque.  Rows whose timestamp
- * Metronome cannot take are failed at once.  Returns the rows claimed.
+ * How long the rows of a batch wait after a transient failure: the
+ * server's Retry-After (capped by max_backoff), else the exponential
+ * backoff of the batch's attempts, jittered.
  */
 static int64
-claim_chunk(Cycle *c, ShipResult *result)
+ship_retry_delay(ShipBatch *b, int64 retry_after_ms, double random01)
 {
-	Datum		args[3];
-	ShipRow    *rows;
-	Datum	   *bad = NULL;
-	int			nbad = 0;
-	int			n = 0;
-	uint64		i;
-	uint64		claimed;
-	int			ret;
+	int			attempts = 0;
+	int			i;
 
-	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-	args[1] = TimestampTzGetDatum(c->last_nat);
-	args[2] = Int64GetDatum(c->last_id);
-	ret = spi_run(plans.claim, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
-	claimed = SPI_processed;
-	rows = palloc(sizeof(ShipRow) * (claimed + 1));
-
-	for (i = 0; i < claimed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ShipRow    *r = &rows[n];
-		bool		isnull;
-		TimestampTz ts;
-
-		r->ctid = *((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull)));
-		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		r->ev.transaction_id = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		r->ev.customer_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-		r->ev.event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
-		ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
-		r->ev.properties = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
-		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-		c->last_nat = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
-		c->last_id = r->id;
-
-		if (!to_unix_us(ts, &r->ev.timestamp_us) ||
-			r->ev.timestamp_us < MIN_RFC3339_US ||
-			r->ev.timestamp_us >= MAX_RFC3339_US)
-		{
-			if (bad == NULL)
-				bad = palloc(sizeof(Datum) * claimed);
-			bad[nbad++] = Int64GetDatum(r->id);
-			continue;
-		}
-		n++;
-	}
-	SPI_freetuptable(SPI_tuptable);
-
-	if (nbad > 0)
-	{
-		Datum		values[2];
-
-		values[0] = PointerGetDatum(construct_array(bad, nbad, INT8OID,
-													sizeof(int64), FLOAT8PASSBYVAL,
-													TYPALIGN_DOUBLE));
-		values[1] = CStringGetTextDatum("timestamp is outside the range Metronome accepts (years 0000 to 9999)");
-		execute(plans.failed, values, NULL, SPI_OK_UPDATE);
-		result->failed += nbad;
-		StatusCountRows(0, nbad);
-	}
-
-	/* batches in claim order */
-	for (i = 0; i < (uint64) n; i += metronome_batch_size)
-	{
-		ShipBatch  *b = palloc(sizeof(ShipBatch));
-
-		b->rows = rows;
-		b->first = (int) i;
-		b->n = Min(metronome_batch_size, n - (int) i);
-		queue_append(c, b);
-	}
-	if (claimed > 0)
-		WorkerSetState(DELIVERY_SHIPPING);
-	c->chunks++;
-	result->claimed += claimed;
-	c->more = (claimed >= (uint64) c->limit);
-	return (int64) claimed;
-}
-
-/* may the cycle claim another chunk now? */
-static bool
-may_claim(Cycle *c, ShipResult *result)
-{
-	if (!c->more || c->chunks >= CYCLE_MAX_CHUNKS)
-		return false;
-	/* with max_events, claim no more than it allows (the next cycle may) */
-	if (c->max_events > 0 && result->claimed + c->limit > c->max_events)
-		return false;
-	return !TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
-									   CYCLE_BUDGET_MS);
+	if (retry_after_ms >= 0)
+		return Min(retry_after_ms, (int64) metronome_max_backoff);
+	for (i = 0; i < b->n; i++)
+		attempts = Max(attempts, b->r[i]->attempts);
+	return ShipBackoffDelay(Min(attempts, 1000) + 1, random01);
 }
 
 /*
- * Classify one finished request and mark its rows.  Returns false when no
- * further request should start in this cycle.
+ * Classify one finished request and record what it means for its rows.
+ * Returns false when no further request should start in this cycle.
  */
 static bool
-handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
+ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 {
 	ShipBatch  *b = (ShipBatch *) req->user;
-	ShipRow    *rows = b->rows;
-	char	   *msg;
+	char	   *error;
 
 	result->requests++;
 	StatusCountRequest();
 	switch (req->klass)
 	{
 		case HTTP_CLASS_OK:
-			mark_sent(rows, b, &c->sent);
+			ship_outcome(b, OUTCOME_SENT, NULL, 0);
 			StatusGateReset();
 			return true;
 
 		case HTTP_CLASS_BAD_BATCH:
 			if (b->n > 1)
 			{
-				ShipBatch  *lo = palloc(sizeof(ShipBatch));
-				ShipBatch  *hi = palloc(sizeof(ShipBatch));
+				ShipBatch  *lo = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
+				ShipBatch  *hi = MemoryContextAlloc(c->cxt, sizeof(ShipBatch));
 
-				lo->rows = hi->rows = rows;
-				lo->first = b->first;
+				lo->r = b->r;
 				lo->n = b->n / 2;
-				hi->first = b->first + lo->n;
+				hi->r = b->r + lo->n;
 				hi->n = b->n - lo->n;
 				/* the halves go next, the first half first */
 				queue_push(c, hi);
 				queue_push(c, lo);
 				return true;
 			}
-			mark_failed(rows, b, req->error);
-			result->failed++;
-			StatusCountRows(0, 1);
-			msg = psprintf("Metronome refused the event with transaction_id \"%s\": %s",
-						   rows[b->first].ev.transaction_id, req->error);
-			StatusSetError(msg);
+			error = MemoryContextStrdup(c->cxt, req->error);
+			ship_outcome(b, OUTCOME_FAILED, error, 0);
+			ship_set_error(psprintf("Metronome refused the event with transaction_id \"%s\": %s",
+									b->r[0]->ev.transaction_id, error));
 			ereport(WARNING,
-					(errmsg("metronome refused outbox row %lld",
-							(long long) rows[b->first].id),
-					 errdetail("%s", msg),
+					(errmsg("Metronome refused outbox row %lld",
+							(long long) b->r[0]->id),
+					 errdetail("Metronome refused the event with transaction_id \"%s\": %s",
+							   b->r[0]->ev.transaction_id, error),
 					 errhint("The row is marked failed; fix it and call metronome_retry().")));
 			return true;
 
 		case HTTP_CLASS_AUTH:
 		case HTTP_CLASS_CONFIG:
-			StatusSetError(req->error);
+			ship_set_error(req->error);
 			StatusSetState(req->klass == HTTP_CLASS_AUTH ?
 						   DELIVERY_AUTH_ERROR : DELIVERY_CONFIG_ERROR);
 			result->gate_until =
 				StatusGateClose(req->klass == HTTP_CLASS_AUTH ?
 								DELIVERY_GATE_AUTH : DELIVERY_GATE_CONFIG,
-								-1, jitter());
+								-1, ship_jitter());
 			result->gated = true;
 			return false;
 
 		case HTTP_CLASS_TRANSIENT:
 			{
-				double		r = jitter();
-				int64		nfailed;
+				double		r = ship_jitter();
+				int64		delay = ship_retry_delay(b, req->retry_after_ms, r);
 
-				nfailed = mark_retry(rows, b, req->error,
-									 retry_delay(rows, b, req->retry_after_ms, r));
-				result->failed += nfailed;
-				result->retried += b->n - nfailed;
-				if (nfailed > 0)
-					StatusCountRows(0, nfailed);
-				StatusSetError(req->error);
+				error = MemoryContextStrdup(c->cxt, req->error);
+				ship_outcome(b, OUTCOME_RETRY, error,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
+				ship_set_error(error);
 				result->gate_until =
 					StatusGateClose(DELIVERY_GATE_TRANSIENT,
 									req->retry_after_ms, r);
@@ -788,241 +1092,314 @@ handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 }
 
 /*
- * Dry run (the benchmark floor): the same claims and marking, every batch
- * "accepted" at once, no HTTP.
+ * Step 2: send the claimed batches, max_inflight at once, classifying
+ * each answer as it arrives, until every batch has an answer, the gate
+ * closes, or the cycle's time is up.  No transaction is needed.  Requests
+ * in flight are aborted if anything throws (the caller's PG_FINALLY).
  */
 static void
-dry_run(Cycle *c, ShipResult *result)
-{
-	do
-	{
-		claim_chunk(c, result);
-		while (queue_len(c) > 0)
-		{
-			ShipBatch  *b = c->q[c->head++];
-
-			mark_sent(b->rows, b, &c->sent);
-			if (c->sent.n >= SENT_FLUSH_ROWS)
-				result->accepted += flush_sent(&c->sent);
-		}
-		result->accepted += flush_sent(&c->sent);
-	} while (may_claim(c, result));
-}
-
-/*
- * The heart of the cycle: claim, send, classify and mark until nothing is
- * due, the gate closes, or the cycle's time is up.  Requests in flight are
- * aborted if anything throws.
- */
-static void
-run_cycle(Cycle *c, ShipResult *result)
+ship_send(Cycle *c, ShipResult *result)
 {
 	HttpClient *http = get_client();
+	bool		go = true;
 
 	pending = c;
-	PG_TRY();
+	ship_make_batches(c, 0, c->nrows);
+	while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
 	{
-		bool		go = true;
+		HttpRequest *req;
 
-		claim_chunk(c, result);
-		while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
+		/* keep max_inflight requests going */
+		while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
 		{
-			HttpRequest *req;
+			ShipBatch  *b = c->q[c->head++];
+			bool		started;
 
-			/*
-			 * Running short of batches: claim the next chunk now, while the
-			 * last requests are in flight.
-			 */
-			if (go && queue_len(c) < metronome_max_inflight && may_claim(c, result))
-				claim_chunk(c, result);
-
-			/* keep max_inflight requests going */
-			while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
-			{
-				ShipBatch  *b = c->q[c->head++];
-				bool		started;
-
-				req = start_batch(http, b, c, &started);
-				if (!started)
-					go = handle_done(req, c, result);
-			}
-
-			/*
-			 * Mark what Metronome accepted while those requests are in
-			 * flight: a few batches at a time, or all of it when nothing is
-			 * left to start.
-			 */
-			if (c->sent.n >= SENT_FLUSH_ROWS ||
-				(c->sent.n > 0 && (!go || queue_len(c) == 0)))
-				result->accepted += flush_sent(&c->sent);
-
-			if (HttpInFlight(http) > 0)
-				HttpWait(http, WAIT_SLICE_MS);
-			CHECK_FOR_INTERRUPTS();
-			while ((req = HttpNextDone(http)) != NULL)
-			{
-				if (!handle_done(req, c, result))
-					go = false;
-				/* the body is not needed any more */
-				free(req->body);
-				req->body = NULL;
-			}
-			if (go && queue_len(c) > 0 &&
-				TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
-										   CYCLE_BUDGET_MS))
-			{
-				go = false;
-				result->budget_cut = true;
-			}
+			req = ship_start_batch(http, b, c, &started);
+			if (!started)
+				go = ship_handle_done(req, c, result);
 		}
-		result->accepted += flush_sent(&c->sent);
+		if (HttpInFlight(http) > 0)
+			HttpWait(http, WAIT_SLICE_MS);
+		CHECK_FOR_INTERRUPTS();
+		while ((req = HttpNextDone(http)) != NULL)
+		{
+			if (!ship_handle_done(req, c, result))
+				go = false;
+			/* the body is not needed any more */
+			free(req->body);
+			req->body = NULL;
+		}
+		if (go && queue_len(c) > 0 &&
+			TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
+									   CYCLE_BUDGET_MS))
+		{
+			go = false;
+			result->budget_cut = true;
+		}
 	}
-	PG_FINALLY();
-	{
-		release_requests(c);
-	}
-	PG_END_TRY();
+	ship_release_requests(c);
+}
+
+/* the error text a row's outcome stores */
+static Datum
+ship_error_datum(ShipRow *r)
+{
+	return CStringGetTextDatum(r->error ? r->error : "");
 }
 
 /*
- * One shipping cycle in the current transaction (see the file banner).
- * max_events > 0 bounds the rows claimed.  dry_run marks claimed rows sent
- * without any HTTP: the database-only floor of the benchmark.
+ * Step 3, in its transaction: move the cursor over the longest prefix of
+ * the claimed queue rows that all have an outcome (ONE update of the
+ * cursor row), copy the failed and retried rows of that prefix into
+ * metronome_outbox_state, and record what became of the claimed exception
+ * rows.  Every statement must touch exactly the rows it means to.
+ */
+static void
+ship_acknowledge(Cycle *c, ShipResult *result)
+{
+	int			nmain = c->nrows - c->nstate;
+	int			prefix = c->nstate;
+	int64		accepted = 0;
+	int64		failed = 0;
+	Datum	   *sent_ids;
+	int			nsent = 0;
+	Datum		args[11];
+	char		nulls[11];
+	int			ret;
+	int			i;
+
+	while (prefix < c->nrows && c->rows[prefix].outcome != OUTCOME_NONE)
+		prefix++;
+
+	/* the exceptions of the prefix: a row each */
+	for (i = c->nstate; i < prefix; i++)
+	{
+		ShipRow    *r = &c->rows[i];
+		bool		fails;
+
+		if (r->outcome == OUTCOME_SENT)
+		{
+			accepted++;
+			continue;
+		}
+		fails = (r->outcome == OUTCOME_FAILED ||
+				 (metronome_max_attempts > 0 && metronome_max_attempts <= 1));
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = Int64GetDatum(r->id);
+		args[1] = CStringGetTextDatum(r->ev.transaction_id);
+		args[2] = CStringGetTextDatum(r->ev.customer_id);
+		args[3] = CStringGetTextDatum(r->ev.event_type);
+		args[4] = TimestampTzGetDatum(r->ts);
+		args[5] = CStringGetTextDatum(r->ev.properties);
+		if (r->mapping)
+			args[6] = CStringGetTextDatum(r->mapping);
+		else
+			nulls[6] = 'n';
+		args[7] = CStringGetTextDatum(fails ? "failed" : "pending");
+		args[8] = TimestampTzGetDatum(r->outcome == OUTCOME_RETRY ? r->next_at : r->created_at);
+		args[9] = ship_error_datum(r);
+		args[10] = TimestampTzGetDatum(r->created_at);
+		ret = ship_run(plans.exc_insert, args, nulls, false, 0);
+		if (ret != SPI_OK_INSERT || SPI_processed != 1)
+			elog(ERROR, "could not record the outcome of outbox row %lld",
+				 (long long) r->id);
+		if (fails)
+			failed++;
+		else
+			result->retried++;
+	}
+
+	/* the cursor: one row */
+	if (nmain > 0 && c->final && prefix == c->nrows)
+	{
+		args[0] = Int32GetDatum(MyProcPid);
+		args[1] = TimestampTzGetDatum(c->lease_until);
+		ret = ship_run(plans.ack_final, args, NULL, false, 0);
+	}
+	else
+	{
+		bool		moved = (prefix > c->nstate);
+
+		args[0] = CStringGetTextDatum(moved ? c->rows[prefix - 1].txid : c->pos_txid);
+		args[1] = Int64GetDatum(moved ? c->rows[prefix - 1].id : c->pos_id);
+		args[2] = Int32GetDatum(MyProcPid);
+		args[3] = TimestampTzGetDatum(c->lease_until);
+		args[4] = BoolGetDatum(moved);
+		ret = ship_run(plans.ack, args, NULL, false, 0);
+	}
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("the delivery lease was lost before the acknowledgement"),
+				 errdetail("Another process took over the rows this cycle claimed (its lease expired); they are sent again, which Metronome's transaction_id dedup makes harmless.")));
+
+	/* the claimed exception rows */
+	sent_ids = palloc(sizeof(Datum) * Max(c->nstate, 1));
+	for (i = 0; i < c->nstate; i++)
+	{
+		ShipRow    *r = &c->rows[i];
+
+		if (r->outcome == OUTCOME_SENT)
+			sent_ids[nsent++] = Int64GetDatum(r->id);
+		else if (r->outcome == OUTCOME_FAILED)
+		{
+			args[0] = Int64GetDatum(r->id);
+			args[1] = ship_error_datum(r);
+			ret = ship_run(plans.state_failed, args, NULL, false, 0);
+			if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+				elog(ERROR, "outbox row %lld changed while it was being sent",
+					 (long long) r->id);
+			failed++;
+		}
+		else if (r->outcome == OUTCOME_RETRY)
+		{
+			bool		isnull;
+
+			args[0] = Int64GetDatum(r->id);
+			args[1] = TimestampTzGetDatum(r->next_at);
+			args[2] = ship_error_datum(r);
+			args[3] = Int32GetDatum(metronome_max_attempts);
+			ret = ship_run(plans.state_retry, args, NULL, false, 0);
+			if (ret != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+				elog(ERROR, "outbox row %lld changed while it was being sent",
+					 (long long) r->id);
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull)))
+				failed++;
+			else
+				result->retried++;
+		}
+	}
+	if (nsent > 0)
+	{
+		args[0] = PointerGetDatum(construct_array(sent_ids, nsent, INT8OID,
+												  sizeof(int64), FLOAT8PASSBYVAL,
+												  TYPALIGN_DOUBLE));
+		ret = ship_run(plans.state_sent, args, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE || SPI_processed != (uint64) nsent)
+			elog(ERROR, "the acknowledgement marked %llu outbox rows sent instead of %d",
+				 (unsigned long long) SPI_processed, nsent);
+		accepted += nsent;
+	}
+	result->accepted += accepted;
+	result->failed += failed;
+	StatusCountRows(accepted, failed);
+}
+
+/*
+ * One shipping cycle (see the file banner).  ctx says how its two short
+ * transactions are run: SHIP_OWN_XACTS (the worker; no transaction may be
+ * open), SHIP_PROCEDURE (CALL metronome_ship(); SPI connected non-atomic),
+ * SHIP_CALLER_XACT (both in the caller's transaction: the dry run only).
+ * max_events > 0 bounds the rows claimed.  dry_run takes every claimed row
+ * as accepted without any HTTP: the database-only floor of the design.
  */
 void
-ShipCycle(bool dry_run_only, int64 max_events, ShipResult *result)
+ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	DeliveryGate kind;
-	Oid			relid;
-	int			limit;
 	Cycle	   *c;
+	MemoryContext cxt;
+	bool		saved_suppress = DeliveryWakeSuppressed;
 
 	memset(result, 0, sizeof(ShipResult));
+	result->next_due = DT_NOEND;
+	Assert(!(ctx == SHIP_CALLER_XACT && !dry_run));
 
-	if (!dry_run_only && !StatusGateOpen(now, &result->gate_until, &kind))
+	if (!dry_run && !StatusGateOpen(now, &result->gate_until, &kind))
 	{
 		result->gated = true;
 		return;
 	}
-
-	relid = MetronomeRelid("metronome_outbox", true);
-	if (!OidIsValid(relid))
+	if (!dry_run && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
 	{
-		result->no_extension = true;
-		return;
-	}
-	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
-	{
-		result->locked = true;
-		return;
-	}
-	/* the lock brought the latest catalog: is the table still there? */
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
-		MetronomeRelid("metronome_outbox", true) != relid)
-	{
-		UnlockRelationOid(relid, RowExclusiveLock);
-		result->no_extension = true;
-		return;
-	}
-
-	if (!dry_run_only && (metronome_api_token == NULL || metronome_api_token[0] == '\0'))
-	{
-		StatusSetError("metronome.api_token is not set");
+		ship_set_error("metronome.api_token is not set");
 		StatusSetState(DELIVERY_AUTH_ERROR);
-		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH, -1, jitter());
+		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH, -1, ship_jitter());
 		result->gated = true;
 		return;
 	}
 
-	limit = metronome_batch_size * metronome_max_inflight * claim_rounds;
-	if (max_events > 0 && max_events < limit)
-		limit = (int) max_events;
+	cxt = AllocSetContextCreate(TopMemoryContext, "metronome ship cycle",
+								ALLOCSET_DEFAULT_SIZES);
+	c = MemoryContextAllocZero(cxt, sizeof(Cycle));
+	c->cxt = cxt;
+	c->qcap = 64;
+	c->q = MemoryContextAlloc(cxt, sizeof(ShipBatch *) * c->qcap);
+	c->reqcap = 64;
+	c->reqs = MemoryContextAlloc(cxt, sizeof(HttpRequest *) * c->reqcap);
+	c->started = now;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	in_ship = true;
+	/* our own writes to the outbox's tables wake nobody */
+	DeliveryWakeSuppressed = true;
 	PG_TRY();
 	{
-		ensure_plans(relid, limit);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
 
-		c = palloc0(sizeof(Cycle));
-		c->qcap = 64;
-		c->q = palloc(sizeof(ShipBatch *) * c->qcap);
-		c->reqcap = 64;
-		c->reqs = palloc(sizeof(HttpRequest *) * c->reqcap);
-		c->sent.cap = SENT_FLUSH_ROWS;
-		c->sent.ctids = palloc(sizeof(Datum) * c->sent.cap);
-		c->limit = limit;
-		c->max_events = max_events;
-		c->last_nat = DT_NOBEGIN;
-		c->last_id = 0;
-		c->started = now;
+		ship_xact_begin(ctx);
+		(void) ship_claim(c, max_events, result);
+		ship_xact_commit(ctx);
 
-		if (dry_run_only)
-			dry_run(c, result);
-		else
-			run_cycle(c, result);
+		if (c->nrows > 0)
+		{
+			if (dry_run)
+			{
+				int			i;
 
-		/* more may be due: the last claim was full, or time ran out */
-		result->full = c->more || result->budget_cut;
+				for (i = 0; i < c->nrows; i++)
+					if (c->rows[i].outcome == OUTCOME_NONE)
+						c->rows[i].outcome = OUTCOME_SENT;
+			}
+			else
+				ship_send(c, result);
+
+			ship_xact_begin(ctx);
+			ship_acknowledge(c, result);
+			ship_xact_commit(ctx);
+		}
+		MemoryContextSwitchTo(old);
+
+		/* more may be due: the claim was full, or time ran out */
+		result->full = (c->nrows > 0 && c->nrows >= c->limit) ||
+			result->budget_cut || c->again;
 
 		/*
-		 * A slow Metronome cut the cycle short: claim less at a time (each
-		 * claimed row costs a row lock); a cycle that used every row it
-		 * claimed: claim more, up to CLAIM_ROUNDS.
+		 * A slow Metronome cut the cycle short: claim less at a time; a
+		 * cycle that sent every row it claimed: claim more, up to
+		 * CLAIM_ROUNDS.
 		 */
 		if (result->budget_cut)
 			claim_rounds = Max(1, claim_rounds / 2);
-		else if (c->more)
+		else if (result->full)
 			claim_rounds = Min(CLAIM_ROUNDS, claim_rounds * 2);
 	}
 	PG_FINALLY();
 	{
-		in_ship = false;
+		if (pending == c)
+			ship_release_requests(c);
+		DeliveryWakeSuppressed = saved_suppress;
+		MemoryContextDelete(cxt);
 	}
 	PG_END_TRY();
-	SPI_finish();
 }
 
 /*
- * When the earliest pending row is due (DT_NOEND when none is pending).
- * Run in a transaction, after a cycle in the same transaction.
- */
-TimestampTz
-ShipNextDue(void)
-{
-	TimestampTz due = DT_NOEND;
-	Oid			relid = MetronomeRelid("metronome_outbox", true);
-	int			ret;
-
-	if (!OidIsValid(relid) || plans.relid != relid)
-		return due;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = spi_run(plans.next_due, NULL, NULL, true, 1);
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			due = DatumGetTimestampTz(d);
-	}
-	SPI_finish();
-	return due;
-}
-
-/*
- * Delete up to `limit` sent rows older than metronome.retain_sent; returns
- * how many (-1 when the outbox is locked or missing).
+ * Retention, in the caller's transaction: TRUNCATE the queue segment that
+ * is neither the current nor the previous one when all it holds is
+ * acknowledged (its rows are older than retain_sent), and delete up to
+ * `limit` exception rows sent before retain_sent.  Returns how many
+ * exception rows were deleted (-1 when the outbox is locked or missing).
  */
 int64
 ShipDeleteSent(int64 limit)
 {
-	Oid			relid = MetronomeRelid("metronome_outbox", true);
+	Oid			relid = MetronomeRelid("metronome_delivery", true);
+	TimestampTz cutoff;
 	Datum		values[2];
-	int64		n;
+	int64		n = 0;
+	bool		saved_suppress = DeliveryWakeSuppressed;
 
 	if (!OidIsValid(relid) || metronome_retain_sent < 0)
 		return -1;
@@ -1030,33 +1407,112 @@ ShipDeleteSent(int64 limit)
 		return -1;
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		return -1;
+	cutoff = GetCurrentTimestamp() - (int64) metronome_retain_sent * USECS_PER_SEC;
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ensure_plans(relid, plans.claim_limit > 0 ? plans.claim_limit :
-				 metronome_batch_size * metronome_max_inflight * CLAIM_ROUNDS);
-	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() -
-									(int64) metronome_retain_sent * USECS_PER_SEC);
-	values[1] = Int64GetDatum(limit);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	DeliveryWakeSuppressed = true;
 	PG_TRY();
 	{
-		n = (int64) execute(plans.delete_sent, values, NULL, SPI_OK_DELETE);
+		int			seg = (ShipSegment() + 1) % NSEGMENTS;
+		char	   *name = psprintf("metronome_queue_%d", seg);
+		Oid			segid = MetronomeRelid(name, true);
+		const char *s = MetronomeSchemaName();
+		char		sysid[32];
+
+		ship_ensure_plans(relid);
+		snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+		if (OidIsValid(segid) &&
+			ConditionalLockRelationOid(segid, AccessExclusiveLock))
+		{
+			int			ret;
+
+			ret = SPI_execute(psprintf("SELECT d.system_id::text = '%2$s'"
+									   " AND NOT EXISTS (SELECT 1 FROM %1$s.%3$s q"
+									   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin(d.last_snap)"
+									   " AND NOT %1$s.metronome_acked(q.txid, q.id, d.last_snap,"
+									   " d.cur_snap, d.pos_txid, d.pos_id))"
+									   " AND coalesce((SELECT q.created_at < $$%4$s$$::timestamptz"
+									   " FROM %1$s.%3$s q ORDER BY q.txid DESC, q.id DESC LIMIT 1), false)"
+									   " FROM %1$s.metronome_delivery d"
+									   " ORDER BY d.system_id IS NULL LIMIT 1",
+									   s, sysid, name, timestamptz_to_str(cutoff)),
+							  true, 1);
+			if (ret == SPI_OK_SELECT && SPI_processed == 1)
+			{
+				bool		isnull;
+				Datum		ok = SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull);
+
+				if (!isnull && DatumGetBool(ok))
+				{
+					if (SPI_execute(psprintf("TRUNCATE %s.%s", s, name), false, 0) != SPI_OK_UTILITY)
+						elog(ERROR, "could not truncate %s", name);
+					/* the batches of its rows are not needed for sent_at any more */
+					(void) SPI_execute(psprintf("DELETE FROM %s.metronome_ticks WHERE acked_at < $$%s$$::timestamptz",
+												s, timestamptz_to_str(cutoff - (int64) Max(metronome_retain_sent, 1) * 3 * USECS_PER_SEC)),
+									   false, 0);
+				}
+			}
+		}
+		values[0] = TimestampTzGetDatum(cutoff);
+		values[1] = Int64GetDatum(limit);
+		if (ship_run(plans.delete_sent, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not delete sent outbox rows");
+		n = (int64) SPI_processed;
 	}
 	PG_FINALLY();
 	{
-		in_ship = false;
+		DeliveryWakeSuppressed = saved_suppress;
 	}
 	PG_END_TRY();
+	PopActiveSnapshot();
 	SPI_finish();
 	return n;
 }
 
 /*
- * metronome_ship(max_events integer DEFAULT NULL) -> bigint
+ * The queue segment that rows inserted now go to: time cut into periods of
+ * retain_sent (1 s at least; a day when sent rows are kept), three
+ * segments in turn.  Rows of the segment after the current one are then
+ * all older than retain_sent.
+ */
+int
+ShipSegment(void)
+{
+	int64		period;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	if (metronome_retain_sent >= 1)
+		period = (int64) metronome_retain_sent * USECS_PER_SEC;
+	else if (metronome_retain_sent == 0)
+		period = USECS_PER_SEC;
+	else
+		period = USECS_PER_DAY;
+	return (int) ((((now / period) % NSEGMENTS) + NSEGMENTS) % NSEGMENTS);
+}
+
+/*
+ * metronome_segment() -> smallint: the default of metronome_queue.seg.
+ */
+Datum
+metronome_segment(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	PG_RETURN_INT16((int16) ShipSegment());
+}
+
+/*
+ * CALL metronome_ship(max_events integer DEFAULT NULL,
+ *					   INOUT accepted bigint DEFAULT NULL)
  *
- * Ship due pending rows from this session, in its transaction, through the
- * same cycle as the worker; returns how many events Metronome accepted.
- * Stops when no due row is left, max_events rows were handled, or the gate
- * closes (transient failure, Retry-After, auth or configuration error).
+ * Ship due pending rows from this session through the same cycle as the
+ * worker, each cycle's claim and acknowledgement committed on their own
+ * and no snapshot held while requests are out; accepted is how many
+ * events Metronome accepted.  Refused inside a transaction block.  Stops
+ * when no due row is left, max_events rows were handled, another process
+ * is shipping, or the gate closes.
  */
 Datum
 metronome_ship(PG_FUNCTION_ARGS)
@@ -1065,81 +1521,90 @@ metronome_ship(PG_FUNCTION_ARGS)
 	int64		accepted = 0;
 	int64		handled = 0;
 	ShipResult	r;
+	TupleDesc	tupdesc;
+	Datum		value;
+	bool		isnull = false;
 
+	if (get_func_prokind(fcinfo->flinfo->fn_oid) != PROKIND_PROCEDURE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("function metronome_ship() of extension version 0.1.0 cannot run with this library"),
+				 errhint("Run ALTER EXTENSION metronome UPDATE, then CALL metronome_ship().")));
+	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
+		((CallContext *) fcinfo->context)->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("metronome_ship() cannot run inside a transaction block"),
+				 errdetail("It commits its claim before it sends and acknowledges in a transaction of its own."),
+				 errhint("Run CALL metronome_ship() on its own, outside BEGIN ... COMMIT and outside functions.")));
 	if (!PG_ARGISNULL(0) && max_events < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_events must be positive or NULL")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
 	if (!metronome_enabled)
-	{
 		ereport(NOTICE,
 				(errmsg("shipping is paused"),
 				 errdetail("metronome.enabled is off."),
 				 errhint("Set metronome.enabled to on to ship.")));
-		PG_RETURN_INT64(0);
-	}
-
-	for (;;)
+	else
 	{
-		ShipCycle(false, max_events > 0 ? max_events - handled : 0, &r);
-		accepted += r.accepted;
-		handled += r.claimed;
-
-		if (r.no_extension)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("extension \"metronome\" is not installed in this database")));
-		if (r.locked)
+		if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		for (;;)
 		{
-			ereport(NOTICE,
-					(errmsg("metronome_outbox is locked by another session"),
-					 errhint("Try again when the DDL in progress has finished.")));
-			break;
-		}
-		if (r.gated)
-		{
-			DeliveryGate kind;
-			TimestampTz until;
+			ShipCycle(SHIP_PROCEDURE, false, max_events > 0 ? max_events - handled : 0, &r);
+			accepted += r.accepted;
+			handled += r.claimed;
 
-			(void) StatusGateOpen(GetCurrentTimestamp(), &until, &kind);
-			ereport(kind == DELIVERY_GATE_TRANSIENT ? NOTICE : WARNING,
-					(errmsg("shipping to Metronome is paused until %s",
-							timestamptz_to_str(until)),
-					 errdetail("%s", kind == DELIVERY_GATE_AUTH ?
-							   "Metronome refused the API token." :
-							   kind == DELIVERY_GATE_CONFIG ?
-							   "metronome.ingest_url does not answer as Metronome's ingest endpoint." :
-							   "Metronome asked to retry later, or could not be reached."),
-					 kind != DELIVERY_GATE_TRANSIENT ?
-					 errhint("Fix metronome.api_token or metronome.ingest_url and reload; see metronome_status().") : 0));
-			break;
+			if (r.no_extension)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("extension \"metronome\" is not installed in this database")));
+			if (r.locked)
+			{
+				ereport(NOTICE,
+						(errmsg("the outbox is locked by another session"),
+						 errhint("Try again when the DDL in progress has finished.")));
+				break;
+			}
+			if (r.busy)
+			{
+				ereport(NOTICE,
+						(errmsg("another process is shipping the outbox"),
+						 errdetail("Concurrent shippers never send the same rows; the one at work sends them."),
+						 errhint("Try again later, or leave shipping to the delivery worker.")));
+				break;
+			}
+			if (r.gated)
+			{
+				DeliveryGate kind;
+				TimestampTz until;
+
+				(void) StatusGateOpen(GetCurrentTimestamp(), &until, &kind);
+				ereport(kind == DELIVERY_GATE_TRANSIENT ? NOTICE : WARNING,
+						(errmsg("shipping to Metronome is paused until %s",
+								timestamptz_to_str(until)),
+						 errdetail("%s", kind == DELIVERY_GATE_AUTH ?
+								   "Metronome refused the API token." :
+								   kind == DELIVERY_GATE_CONFIG ?
+								   "metronome.ingest_url does not answer as Metronome's ingest endpoint." :
+								   "Metronome asked to retry later, or could not be reached."),
+						 kind != DELIVERY_GATE_TRANSIENT ?
+						 errhint("Fix metronome.api_token or metronome.ingest_url and reload; see metronome_status().") : 0));
+				break;
+			}
+			if (!r.full || (max_events > 0 && handled >= max_events))
+				break;
+			CHECK_FOR_INTERRUPTS();
 		}
-		if (!r.full || (max_events > 0 && handled >= max_events))
-			break;
-		CHECK_FOR_INTERRUPTS();
+		SPI_finish();
 	}
-	PG_RETURN_INT64(accepted);
-}
-
-/*
- * metronome_ship_floor(max_events integer) -> bigint
- *
- * Benchmark helper, not part of the extension's SQL: one cycle that claims
- * and marks rows sent exactly as metronome_ship() does, without any HTTP.
- * test/bench/ship.sh declares it in pg_temp to measure the database-only
- * floor.
- */
-Datum
-metronome_ship_floor(PG_FUNCTION_ARGS)
-{
-	ShipResult	r;
-
-	if (!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be superuser to run metronome_ship_floor()")));
-	ShipCycle(true, PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0), &r);
-	PG_RETURN_INT64(r.accepted);
+	value = Int64GetDatum(accepted);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, &value, &isnull)));
 }
 
 /*
@@ -1197,7 +1662,7 @@ metronome_check_connection(PG_FUNCTION_ARGS)
 	PG_CATCH();
 	{
 		/* a cancel or a timeout: the request is not wanted any more */
-		release_requests(&check);
+		ship_release_requests(&check);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -28,6 +28,9 @@ static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 #endif
 static bool wake_pending = false;
+
+/* set by the worker (for its life) and by a shipping cycle */
+bool		DeliveryWakeSuppressed = false;
 static bool callback_registered = false;
 
 /*
@@ -67,7 +70,7 @@ wake_xact_callback(XactEvent event, void *arg)
 void
 DeliveryWakeAtCommit(void)
 {
-	if (!StatusIsShared() || AmDeliveryWorker() || ShipInProgress())
+	if (!StatusIsShared() || DeliveryWakeSuppressed)
 		return;
 	if (!callback_registered)
 	{
@@ -77,8 +80,19 @@ DeliveryWakeAtCommit(void)
 	wake_pending = true;
 }
 
+/* is this the name of a table (or the view) that holds outbox rows? */
+static bool
+is_outbox_name(const char *name)
+{
+	return strcmp(name, "metronome_outbox") == 0 ||
+		strcmp(name, "metronome_queue") == 0 ||
+		strncmp(name, "metronome_queue_", 16) == 0 ||
+		strcmp(name, "metronome_outbox_state") == 0;
+}
+
 /*
- * Does this query write to a relation named metronome_outbox?  (Any
+ * Does this query write to a relation that holds outbox rows (the view
+ * metronome_outbox, the queue or its segments, the exception rows)?  (Any
  * schema: a spurious wake only makes the worker look.)
  */
 static bool
@@ -91,7 +105,7 @@ writes_outbox(EState *estate)
 	{
 		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
 
-		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
+		if (is_outbox_name(RelationGetRelationName(rri->ri_RelationDesc)))
 			return true;
 	}
 #else
@@ -101,7 +115,7 @@ writes_outbox(EState *estate)
 	{
 		ResultRelInfo *rri = &estate->es_result_relations[i];
 
-		if (strcmp(RelationGetRelationName(rri->ri_RelationDesc), "metronome_outbox") == 0)
+		if (is_outbox_name(RelationGetRelationName(rri->ri_RelationDesc)))
 			return true;
 	}
 #endif
@@ -149,7 +163,7 @@ wake_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (stmt != NULL && IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from &&
 		((CopyStmt *) stmt)->relation != NULL &&
-		strcmp(((CopyStmt *) stmt)->relation->relname, "metronome_outbox") == 0)
+		is_outbox_name(((CopyStmt *) stmt)->relation->relname))
 		DeliveryWakeAtCommit();
 }
 #endif

@@ -352,25 +352,20 @@ recover_from_error(MemoryContext cxt)
 }
 
 /*
- * One shipping cycle in its own transaction.  Returns how long to sleep
- * before the next one (0: go again at once).
+ * One shipping cycle: its claim and its acknowledgement are transactions
+ * of their own (ship.c), the requests run with no transaction open.
+ * Returns how long to sleep before the next one (0: go again at once).
  */
 static long
 delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 {
 	ShipResult	r;
-	volatile TimestampTz due = DT_NOEND;
 	long		wait_ms;
 
 	memset(&r, 0, sizeof(r));
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		ShipCycle(false, 0, &r);
-		if (r.claimed == 0 && !r.gated && !r.no_extension && !r.locked)
-			due = ShipNextDue();
-		CommitTransactionCommand();
+		ShipCycle(SHIP_OWN_XACTS, false, 0, &r);
 	}
 	PG_CATCH();
 	{
@@ -381,6 +376,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 		return (long) ShipBackoffDelay(*errors, pg_prng_double(&pg_global_prng_state));
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
 	*errors = 0;
 
@@ -402,7 +398,7 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 						metronome_database)));
 	*said_no_extension = false;
 
-	if (r.locked)
+	if (r.locked || r.busy)
 		return Min(metronome_poll_interval, 200);
 
 	if (r.gated)
@@ -424,8 +420,8 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 
 	WorkerSetState(DELIVERY_IDLE);
 	wait_ms = metronome_poll_interval;
-	if (due != DT_NOEND && due > GetCurrentTimestamp())
-		wait_ms = Min(wait_ms, ms_until(due));
+	if (r.next_due != DT_NOEND && r.next_due > GetCurrentTimestamp())
+		wait_ms = Min(wait_ms, ms_until(r.next_due));
 	return wait_ms;
 }
 
@@ -483,6 +479,7 @@ MetronomeDeliveryMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	am_delivery_worker = true;
+	DeliveryWakeSuppressed = true;
 	BackgroundWorkerInitializeConnection(metronome_database, NULL, 0);
 
 	/* one delivery worker at a time */
