@@ -223,8 +223,9 @@ load_history()
 BEGIN;
 UPDATE metronome_delivery
    SET last_snap = pg_current_snapshot(), cur_snap = NULL, pos_txid = '0', pos_id = 0,
-       acked_at = now();
-INSERT INTO metronome_ticks (xmax, snap, acked_at)
+       acked_at = now(),
+       system_id = coalesce(system_id, (SELECT system_identifier FROM pg_control_system()));
+INSERT INTO metronome_ticks (tick_xmax, snap, acked_at)
 VALUES (pg_snapshot_xmax(pg_current_snapshot()), pg_current_snapshot(), now());
 COMMIT;
 SQL
@@ -335,7 +336,11 @@ one_drain()
 		setting autovacuum on
 		reset_outbox
 		load_pending "$prefix" "$EVENTS"
-		bench_psql -c "VACUUM ANALYZE metronome_outbox" >/dev/null
+		if [ "$QUEUE" = t ]; then
+			bench_psql -c "VACUUM ANALYZE metronome_queue, metronome_outbox_state, metronome_delivery, metronome_ticks" >/dev/null
+		else
+			bench_psql -c "VACUUM ANALYZE metronome_outbox" >/dev/null
+		fi
 	fi
 	bench_psql -c "CHECKPOINT" >/dev/null
 	read -r secs wc sc uniq dups tosink <<<"$(drain "$EVENTS")"
