@@ -79,6 +79,7 @@ SINK_BIN=$MT_WORKDIR/bench_sink
 cc -O2 -Wall -Wextra -Werror -o "$SINK_BIN" "$MT_SRC/test/bench/sink.c" || mt_die "cc sink.c failed"
 TOKEN=bench-token-$$
 SAMPLE=$MT_WORKDIR/sample.json
+: >"$MT_WORKDIR/sink.out"
 "$SINK_BIN" serve --token "$TOKEN" --record-prefix lat- --sample "$SAMPLE" \
 	>"$MT_WORKDIR/sink.out" 2>"$MT_WORKDIR/sink.err" &
 BENCH_MOCK_PID=$!
