@@ -165,27 +165,55 @@ SELECT s.id, s.transaction_id, s.customer_id, s.event_type, s."timestamp",
        s.properties, s.mapping, s.status, s.attempts, s.next_attempt_at,
        s.last_error, s.created_at, s.sent_at
   FROM metronome_outbox_state s;
+-- The defaults of 0.1.0's columns, for INSERT INTO metronome_outbox.
+ALTER VIEW metronome_outbox ALTER COLUMN id SET DEFAULT nextval('metronome_outbox_id_seq');
+ALTER VIEW metronome_outbox ALTER COLUMN properties SET DEFAULT '{}';
+ALTER VIEW metronome_outbox ALTER COLUMN status SET DEFAULT 'pending';
+ALTER VIEW metronome_outbox ALTER COLUMN attempts SET DEFAULT 0;
+ALTER VIEW metronome_outbox ALTER COLUMN next_attempt_at SET DEFAULT now();
+ALTER VIEW metronome_outbox ALTER COLUMN created_at SET DEFAULT now();
 COMMENT ON VIEW metronome_outbox IS
   'Metronome usage events to ship (pending), shipped (sent) or refused by Metronome (failed)';
 
 -- INSERT INTO metronome_outbox (the five fields, and mapping): a row of the
--- queue; a duplicate transaction_id is skipped.
+-- queue; a duplicate transaction_id is skipped.  SECURITY DEFINER, as the
+-- 0.1.0 table was: a role granted INSERT on metronome_outbox needs no
+-- privilege on the tables under it.  It runs fixed SQL on the extension's
+-- own tables only (no user code: the values are typed already).
 CREATE FUNCTION metronome_outbox_insert()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = @extschema@, pg_catalog, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM metronome_outbox_state s
-                WHERE s.transaction_id = NEW.transaction_id) THEN
+                WHERE s.transaction_id = NEW.transaction_id)
+       OR EXISTS (SELECT 1 FROM metronome_queue q
+                   WHERE q.transaction_id = NEW.transaction_id) THEN
         RETURN NULL;
     END IF;
-    INSERT INTO metronome_queue (transaction_id, customer_id, event_type,
+    -- A row with a history (a later first attempt, a status, attempts, an
+    -- error) is an exception row from the start.
+    IF NEW.next_attempt_at > now() OR NEW.status IS DISTINCT FROM 'pending'
+       OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL
+       OR NEW.sent_at IS NOT NULL THEN
+        INSERT INTO metronome_outbox_state
+            (id, transaction_id, customer_id, event_type, "timestamp", properties,
+             mapping, status, attempts, next_attempt_at, last_error, created_at, sent_at)
+        VALUES (coalesce(NEW.id, nextval('metronome_outbox_id_seq')),
+                NEW.transaction_id, NEW.customer_id, NEW.event_type, NEW."timestamp",
+                coalesce(NEW.properties, '{}'), NEW.mapping,
+                coalesce(NEW.status, 'pending'), coalesce(NEW.attempts, 0),
+                coalesce(NEW.next_attempt_at, now()), NEW.last_error,
+                coalesce(NEW.created_at, now()), NEW.sent_at)
+        RETURNING id, created_at INTO NEW.id, NEW.created_at;
+        RETURN NEW;
+    END IF;
+    INSERT INTO metronome_queue (id, transaction_id, customer_id, event_type,
                                  "timestamp", properties, mapping)
-    SELECT NEW.transaction_id, NEW.customer_id, NEW.event_type,
+    SELECT coalesce(NEW.id, nextval('metronome_outbox_id_seq')),
+           NEW.transaction_id, NEW.customer_id, NEW.event_type,
            NEW."timestamp", coalesce(NEW.properties, '{}'), NEW.mapping
-     WHERE NOT EXISTS (SELECT 1 FROM metronome_queue q
-                        WHERE q.transaction_id = NEW.transaction_id)
     ON CONFLICT DO NOTHING
     RETURNING id, created_at INTO NEW.id, NEW.created_at;
     IF NEW.id IS NULL THEN
@@ -207,7 +235,7 @@ CREATE TRIGGER metronome_outbox_insert
 -- operation; retention never deletes).
 CREATE FUNCTION metronome_outbox_delete()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = @extschema@, pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -261,6 +289,7 @@ AS $$
     SELECT count(*) FROM retried;
 $$;
 
+REVOKE ALL ON FUNCTION metronome_segment() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_outbox_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_outbox_delete() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE metronome_ship(integer, bigint) FROM PUBLIC;

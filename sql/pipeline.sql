@@ -325,4 +325,4 @@ SELECT transaction_id FROM metronome_outbox WHERE transaction_id LIKE 'restored-
 
 DROP TABLE warehouse_tracks, app_events, part_events, misuse;
 DELETE FROM metronome_mappings;
-TRUNCATE metronome_outbox, metronome_rejected, segment_events;
+TRUNCATE metronome_queue, metronome_outbox_state, metronome_rejected, segment_events;

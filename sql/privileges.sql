@@ -24,7 +24,7 @@ SELECT * FROM metronome_rejected;
 SELECT * FROM segment_events;
 SELECT metronome_enqueue('{"type": "track"}');
 SELECT * FROM metronome_map('{"type": "track"}');
-SELECT metronome_ship();
+CALL metronome_ship();
 SELECT metronome_retry();
 SELECT * FROM metronome_status();
 SELECT metronome_check_connection();
@@ -55,7 +55,7 @@ SELECT p.oid::regprocedure AS public_function
  ORDER BY p.oid::regprocedure::text;
 
 DELETE FROM metronome_mappings;
-TRUNCATE metronome_outbox, metronome_rejected, segment_events;
+TRUNCATE metronome_queue, metronome_outbox_state, metronome_rejected, segment_events;
 REVOKE ALL ON segment_events FROM regress_metronome_app;
 REVOKE ALL ON SEQUENCE segment_events_id_seq FROM regress_metronome_app;
 DROP ROLE regress_metronome_app;

@@ -7,7 +7,8 @@
  *
  *	  worker.c	launcher and delivery worker (background workers)
  *	  ship.c	one shipping cycle: claim, send, classify, acknowledge
- *	  status.c	shared state (pid, latch, state, counters, the gate)
+ *	  status.c	shared state (pid, latch, state, counters, the gate): a leaf
+ *	  delivery_sql.c	metronome_status()
  *	  wake.c	waking the worker at commit
  *	  http.c	the HTTP layer, free of backend state (http.h)
  *
@@ -67,7 +68,25 @@ typedef enum DeliveryGate
 	DELIVERY_GATE_CONFIG
 } DeliveryGate;
 
+/* Longest error text kept in the shared state. */
+#define DELIVERY_ERROR_LEN 512
+
+/* A copy of the shared state (StatusRead). */
+typedef struct DeliveryStatusView
+{
+	pid_t		worker_pid;
+	DeliveryState state;
+	TimestampTz last_success_at;
+	TimestampTz last_error_at;
+	char		last_error[DELIVERY_ERROR_LEN];
+	uint64		sent_total;
+	uint64		requests_total;
+	DeliveryGate gate_kind;
+	TimestampTz gate_until;
+} DeliveryStatusView;
+
 /* status.c */
+extern void StatusRead(DeliveryStatusView *out);
 extern void StatusShmemInit(void);
 extern bool StatusIsShared(void);
 extern bool StatusClaimWorker(void);
@@ -82,8 +101,8 @@ extern void StatusSetError(const char *message);
 extern uint64 StatusConfigHash(void);
 extern bool StatusGateOpen(TimestampTz now, TimestampTz *until,
 						   DeliveryGate *kind);
-extern TimestampTz StatusGateClose(DeliveryGate kind, int64 delay_ms,
-								   double random01);
+extern int	StatusGateFailures(void);
+extern TimestampTz StatusGateClose(DeliveryGate kind, int64 delay_ms);
 extern void StatusGateReset(void);
 extern const char *DeliveryStateName(DeliveryState state);
 

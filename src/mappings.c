@@ -192,7 +192,19 @@ load_mappings(void)
 	 * (the view metronome_outbox shows them); a transaction_id already in
 	 * any segment or among the exception rows is skipped.
 	 */
-	set->insert_outbox = keep_plan(psprintf(
+	if (!OidIsValid(MetronomeRelid("metronome_queue", true)))
+		/* the 0.1.0 objects (the update is still to run) */
+		set->insert_outbox = keep_plan(psprintf(
+												"INSERT INTO %s.metronome_outbox "
+												"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+												"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+												"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+												"pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+												"ORDER BY r.t COLLATE \"C\" "
+												"ON CONFLICT (transaction_id) DO NOTHING",
+												schema), 6, outbox_types);
+	else
+		set->insert_outbox = keep_plan(psprintf(
 											"INSERT INTO %1$s.metronome_queue "
 											"(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "

@@ -244,6 +244,7 @@ static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 static Cycle *pending = NULL;
 
 static double ship_jitter(void);
+static int64 ship_gate_delay(int64 retry_after_ms, double random01);
 static SPIPlanPtr ship_prepare(const char *sql, int nargs, Oid *argtypes);
 static void ship_free_plans(void);
 static void ship_ensure_plans(Oid relid);
@@ -282,6 +283,19 @@ ShipBackoffDelay(int failures, double random01)
 {
 	return HttpBackoffDelay(failures, SHIP_BACKOFF_BASE_MS,
 							metronome_max_backoff, random01);
+}
+
+/*
+ * How long the shared gate stays closed after one more failure: the
+ * server's Retry-After when it gave one, else the backoff of the gate's
+ * consecutive failures.
+ */
+static int64
+ship_gate_delay(int64 retry_after_ms, double random01)
+{
+	if (retry_after_ms >= 0)
+		return retry_after_ms;
+	return ShipBackoffDelay(StatusGateFailures() + 1, random01);
 }
 
 /* a random number in [0, 1) for jitter */
@@ -352,15 +366,15 @@ ship_ensure_plans(Oid relid)
 									   " FROM %s.metronome_delivery FOR UPDATE", s), 0, NULL);
 
 	plans.main = ship_prepare(psprintf(
-									   "SELECT txid::text, id, transaction_id, customer_id, event_type,"
-									   " \"timestamp\", properties::text, mapping, created_at"
-									   " FROM %s.metronome_queue"
-									   " WHERE txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
-									   " AND txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
-									   " AND (txid, id) > ($3::pg_catalog.xid8, $4)"
-									   " AND pg_catalog.pg_visible_in_snapshot(txid, $2::pg_catalog.pg_snapshot)"
-									   " AND NOT pg_catalog.pg_visible_in_snapshot(txid, $1::pg_catalog.pg_snapshot)"
-									   " ORDER BY txid, id LIMIT $5", s),
+									   "SELECT q.txid::text, q.id, q.transaction_id, q.customer_id, q.event_type,"
+									   " q.\"timestamp\", q.properties::text, q.mapping, q.created_at"
+									   " FROM %s.metronome_queue q"
+									   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
+									   " AND q.txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
+									   " AND (q.txid, q.id) > ($3::pg_catalog.xid8, $4)"
+									   " AND pg_catalog.pg_visible_in_snapshot(q.txid, $2::pg_catalog.pg_snapshot)"
+									   " AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $1::pg_catalog.pg_snapshot)"
+									   " ORDER BY q.txid, q.id LIMIT $5", s),
 							  5, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID});
 
 	plans.state = ship_prepare(psprintf(
@@ -675,8 +689,11 @@ queue_push(Cycle *c, ShipBatch *b)
  * The txids of the queue come from another cluster (a restore), or the
  * cursor has never been used: re-stamp the rows once.  Acknowledged rows
  * get txid 0 (visible in every snapshot), pending ones this transaction's
- * own xid, and the cursor restarts at a snapshot that sees the former and
- * not the latter.  Runs in the claim's transaction, the cursor row locked.
+ * own xid, and the cursor restarts at the current snapshot with our own
+ * xid added to its in-progress list: it sees the acknowledged rows, not
+ * ours, nor those of any transaction still in progress (they are claimed
+ * once they commit).  Runs in the claim's transaction, the cursor row
+ * locked.
  */
 static void
 ship_fixup(void)
@@ -698,9 +715,15 @@ ship_fixup(void)
 							   " INSERT INTO %1$s.metronome_ticks"
 							   " SELECT '1', '1:1:', coalesce(acked_at, pg_catalog.now())"
 							   " FROM %1$s.metronome_delivery;"
-							   " UPDATE %1$s.metronome_delivery SET last_snap ="
-							   " (pg_catalog.pg_current_xact_id()::text || ':' ||"
-							   " pg_catalog.pg_current_xact_id()::text || ':')::pg_catalog.pg_snapshot,"
+							   " UPDATE %1$s.metronome_delivery SET last_snap = ("
+							   "WITH n AS (SELECT pg_catalog.pg_current_snapshot() AS s,"
+							   " pg_catalog.pg_current_xact_id() AS x)"
+							   " SELECT CASE WHEN x >= pg_catalog.pg_snapshot_xmax(s) THEN s ELSE"
+							   " (LEAST(pg_catalog.pg_snapshot_xmin(s), x)::text || ':' ||"
+							   " pg_catalog.pg_snapshot_xmax(s)::text || ':' ||"
+							   " (SELECT pg_catalog.string_agg(v::text, ',' ORDER BY v)"
+							   " FROM (SELECT pg_catalog.pg_snapshot_xip(s) AS v UNION SELECT x) u)"
+							   ")::pg_catalog.pg_snapshot END FROM n),"
 							   " cur_snap = NULL, pos_txid = '0', pos_id = 0, lease_pid = NULL,"
 							   " lease_until = NULL, lease_txid = NULL, lease_id = NULL,"
 							   " lease_final = NULL, system_id = %2$s", s, sysid),
@@ -772,6 +795,23 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 					 errhint("Run ALTER EXTENSION metronome UPDATE, or re-create the extension.")));
 		tup = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
+		/* a live process with an unexpired lease is shipping */
+		{
+			Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
+
+			if (!isnull && DatumGetInt32(pid) != MyProcPid)
+			{
+				Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
+
+				if (!isnull && DatumGetTimestampTz(until) > now &&
+					BackendPidGetProc(DatumGetInt32(pid)) != NULL)
+				{
+					result->busy = true;
+					return 0;
+				}
+			}
+		}
+
 		old = MemoryContextSwitchTo(c->cxt);
 		sysid = ship_text(tup, desc, 3);
 		MemoryContextSwitchTo(old);
@@ -780,23 +820,6 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 		ship_fixup();
 		/* the re-stamped rows become visible when this claim commits */
 		c->again = true;
-	}
-
-	/* a live process with an unexpired lease is shipping */
-	{
-		Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
-
-		if (!isnull && DatumGetInt32(pid) != MyProcPid)
-		{
-			Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
-
-			if (!isnull && DatumGetTimestampTz(until) > now &&
-				BackendPidGetProc(DatumGetInt32(pid)) != NULL)
-			{
-				result->busy = true;
-				return 0;
-			}
-		}
 	}
 
 	old = MemoryContextSwitchTo(c->cxt);
@@ -1053,7 +1076,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			ship_set_error(psprintf("Metronome refused the event with transaction_id \"%s\": %s",
 									b->r[0]->ev.transaction_id, error));
 			ereport(WARNING,
-					(errmsg("Metronome refused outbox row %lld",
+					(errmsg("metronome refused outbox row %lld",
 							(long long) b->r[0]->id),
 					 errdetail("Metronome refused the event with transaction_id \"%s\": %s",
 							   b->r[0]->ev.transaction_id, error),
@@ -1068,7 +1091,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 			result->gate_until =
 				StatusGateClose(req->klass == HTTP_CLASS_AUTH ?
 								DELIVERY_GATE_AUTH : DELIVERY_GATE_CONFIG,
-								-1, ship_jitter());
+								ship_gate_delay(-1, ship_jitter()));
 			result->gated = true;
 			return false;
 
@@ -1083,7 +1106,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 				ship_set_error(error);
 				result->gate_until =
 					StatusGateClose(DELIVERY_GATE_TRANSIENT,
-									req->retry_after_ms, r);
+									ship_gate_delay(req->retry_after_ms, r));
 			}
 			result->gated = true;
 			return false;
@@ -1168,6 +1191,28 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 	char		nulls[11];
 	int			ret;
 	int			i;
+
+	/*
+	 * A DROP or ALTER EXTENSION while the requests were out: step aside.
+	 * Nothing is acknowledged; what is left is sent again.
+	 */
+	{
+		Oid			relid = MetronomeRelid("metronome_delivery", true);
+
+		if (!OidIsValid(relid) || relid != plans.relid ||
+			!ConditionalLockRelationOid(relid, RowExclusiveLock))
+		{
+			result->locked = OidIsValid(relid);
+			result->no_extension = !OidIsValid(relid);
+			return;
+		}
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
+			MetronomeRelid("metronome_delivery", true) != relid)
+		{
+			result->no_extension = true;
+			return;
+		}
+	}
 
 	while (prefix < c->nrows && c->rows[prefix].outcome != OUTCOME_NONE)
 		prefix++;
@@ -1317,7 +1362,8 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 	{
 		ship_set_error("metronome.api_token is not set");
 		StatusSetState(DELIVERY_AUTH_ERROR);
-		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH, -1, ship_jitter());
+		result->gate_until = StatusGateClose(DELIVERY_GATE_AUTH,
+											 ship_gate_delay(-1, ship_jitter()));
 		result->gated = true;
 		return;
 	}

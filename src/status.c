@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * status.c
- *	  Shared-memory state of the delivery worker, and metronome_status().
+ *	  Shared-memory state of the delivery worker (a leaf: it calls nothing
+ *	  of the delivery above it; metronome_status() is in delivery_sql.c).
  *
  * With the library preloaded, one DeliveryShared struct lives in shared
  * memory: the worker's pid and latch (for the wake-up at commit), the state
@@ -18,7 +19,7 @@
  * Retry-After and backoff within that session.
  *
  * Everything is protected by one spinlock; critical sections are a few
- * assignments.
+ * assignments, never a function call or a loop.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,9 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-PG_FUNCTION_INFO_V1(metronome_status);
-
-#define STATUS_ERROR_LEN 512
+#define STATUS_ERROR_LEN DELIVERY_ERROR_LEN
 
 typedef struct DeliveryShared
 {
@@ -300,11 +299,13 @@ StatusCountRows(int64 sent, int64 failed)
 {
 	DeliveryShared *s = state_struct();
 
+	TimestampTz now = sent > 0 ? GetCurrentTimestamp() : 0;
+
 	SpinLockAcquire(&s->mutex);
 	s->sent_total += sent;
 	s->failed_total += failed;
 	if (sent > 0)
-		s->last_success_at = GetCurrentTimestamp();
+		s->last_success_at = now;
 	SpinLockRelease(&s->mutex);
 }
 
@@ -374,31 +375,49 @@ StatusGateOpen(TimestampTz now, TimestampTz *until, DeliveryGate *kind)
 }
 
 /*
- * Close the gate after a failure of the given kind.  delay_ms < 0 asks for
- * the exponential backoff of the consecutive failures (jittered, capped by
- * metronome.max_backoff); otherwise it is the server's Retry-After.
- * Returns the time the gate opens again.
+ * How many consecutive failures the gate has seen (the caller computes the
+ * next backoff from it: this file calls nothing above it).
+ */
+int
+StatusGateFailures(void)
+{
+	DeliveryShared *s = state_struct();
+	int			n;
+
+	SpinLockAcquire(&s->mutex);
+	n = s->gate_failures;
+	SpinLockRelease(&s->mutex);
+	return n;
+}
+
+/*
+ * Close the gate after a failure of the given kind for delay_ms (the
+ * caller's backoff or the server's Retry-After; capped by
+ * metronome.max_backoff).  Returns the time the gate opens again.
  */
 TimestampTz
-StatusGateClose(DeliveryGate kind, int64 delay_ms, double random01)
+StatusGateClose(DeliveryGate kind, int64 delay_ms)
 {
 	DeliveryShared *s = state_struct();
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz until;
 	uint64		config = StatusConfigHash();
 
-	SpinLockAcquire(&s->mutex);
-	if (s->gate_failures < 1000)
-		s->gate_failures++;
 	if (delay_ms < 0)
-		delay_ms = ShipBackoffDelay(s->gate_failures, random01);
+		delay_ms = 0;
 	if (delay_ms > metronome_max_backoff)
 		delay_ms = metronome_max_backoff;
 	until = now + delay_ms * 1000;
+
+	SpinLockAcquire(&s->mutex);
+	if (s->gate_failures < 1000)
+		s->gate_failures++;
 	/* a later Retry-After already in force stays */
 	if (s->gate_kind == DELIVERY_GATE_NONE || s->gate_until < until ||
 		kind != s->gate_kind)
 		s->gate_until = until;
+	else
+		until = s->gate_until;
 	s->gate_kind = kind;
 	s->gate_config = config;
 	SpinLockRelease(&s->mutex);
@@ -433,80 +452,23 @@ DeliveryStateName(DeliveryState state)
 }
 
 /*
- * metronome_status() -> (worker_pid, state, pending, failed, oldest_pending,
- *		last_success_at, last_error, last_error_at, sent_total, requests_total)
- *
- * The worker's live state from shared memory, and the queue's figures from
- * this database's outbox (each counted through its partial index).
+ * A copy of the state, for metronome_status() (delivery_sql.c).
  */
-Datum
-metronome_status(PG_FUNCTION_ARGS)
+void
+StatusRead(DeliveryStatusView *out)
 {
 	DeliveryShared *s = state_struct();
-	DeliveryShared snap;
-	TupleDesc	tupdesc;
-	Datum		values[10];
-	bool		nulls[10];
-	char	   *sql;
-	int			ret;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
 
 	SpinLockAcquire(&s->mutex);
-	memcpy(&snap, s, sizeof(DeliveryShared));
+	out->worker_pid = s->worker_pid;
+	out->state = s->state;
+	out->last_success_at = s->last_success_at;
+	out->last_error_at = s->last_error_at;
+	memcpy(out->last_error, s->last_error, sizeof(out->last_error));
+	out->sent_total = s->sent_total;
+	out->requests_total = s->requests_total;
+	out->gate_kind = s->gate_kind;
+	out->gate_until = s->gate_until;
 	SpinLockRelease(&s->mutex);
-
-	memset(nulls, 0, sizeof(nulls));
-
-	if (snap.worker_pid != 0)
-		values[0] = Int32GetDatum((int32) snap.worker_pid);
-	else
-		nulls[0] = true;
-
-	/* a gate in force shows as backoff even between two worker cycles */
-	if (snap.gate_kind == DELIVERY_GATE_TRANSIENT &&
-		snap.gate_until > GetCurrentTimestamp() &&
-		(snap.state == DELIVERY_IDLE || snap.state == DELIVERY_SHIPPING))
-		snap.state = DELIVERY_BACKOFF;
-	values[1] = CStringGetTextDatum(DeliveryStateName(snap.state));
-
-	sql = psprintf("SELECT (SELECT count(*) FROM %1$s.metronome_outbox WHERE status = 'pending'),"
-				   " (SELECT count(*) FROM %1$s.metronome_outbox WHERE status = 'failed'),"
-				   " (SELECT min(created_at) FROM %1$s.metronome_outbox WHERE status = 'pending')",
-				   MetronomeSchemaName());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute(sql, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not count the outbox: %s", SPI_result_code_string(ret));
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
-		values[2] = SPI_getbinval(tup, desc, 1, &isnull);
-		nulls[2] = isnull;
-		values[3] = SPI_getbinval(tup, desc, 2, &isnull);
-		nulls[3] = isnull;
-		values[4] = SPI_getbinval(tup, desc, 3, &isnull);
-		nulls[4] = isnull;
-	}
-	SPI_finish();
-
-	if (snap.last_success_at != 0)
-		values[5] = TimestampTzGetDatum(snap.last_success_at);
-	else
-		nulls[5] = true;
-	if (snap.last_error_at != 0)
-	{
-		values[6] = CStringGetTextDatum(snap.last_error);
-		values[7] = TimestampTzGetDatum(snap.last_error_at);
-	}
-	else
-		nulls[6] = nulls[7] = true;
-	values[8] = Int64GetDatum((int64) snap.sent_total);
-	values[9] = Int64GetDatum((int64) snap.requests_total);
-
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	out->last_error[sizeof(out->last_error) - 1] = '\0';
 }

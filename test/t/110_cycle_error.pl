@@ -1,8 +1,9 @@
 # test/t/110_cycle_error.pl: an ERROR inside a shipping cycle.
 #
-# A user's trigger on metronome_outbox refuses the worker's "mark sent"
-# UPDATE.  The ERROR is caught: logged, the transaction rolled back (the
-# rows stay pending, nothing is lost), shown by metronome_status(), and the
+# A user's trigger on metronome_delivery refuses the worker's
+# acknowledgement (the UPDATE of the cursor that releases its lease: since
+# 0.2.0 rows are not updated one by one).  The ERROR is caught: logged, the
+# acknowledgement rolled back (the rows stay pending, nothing is lost), shown by metronome_status(), and the
 # worker backs off instead of dying and restarting in a loop: same pid, a
 # bounded number of errors, even while commits keep waking it.  Once the trigger is gone the rows are marked
 # sent (Metronome got them again: duplicates are harmless).
@@ -25,12 +26,12 @@ $node->safe_psql(
 	'postgres', q{
 	CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
-		IF NEW.status = 'sent' THEN
+		IF OLD.lease_pid IS NOT NULL AND NEW.lease_pid IS NULL THEN
 			RAISE EXCEPTION 'boom: no sent rows today';
 		END IF;
 		RETURN NEW;
 	END $$;
-	CREATE TRIGGER boom BEFORE UPDATE ON metronome_outbox
+	CREATE TRIGGER boom BEFORE UPDATE ON metronome_delivery
 		FOR EACH ROW EXECUTE FUNCTION boom();});
 
 my $pid = $node->safe_psql('postgres', 'SELECT worker_pid FROM metronome_status()');
@@ -65,7 +66,7 @@ is($node->safe_psql('postgres', 'SELECT worker_pid FROM metronome_status()'),
 is($node->safe_psql('postgres', "SELECT count(*) FROM metronome_outbox WHERE status = 'pending'"),
 	'40', 'the rows are still pending (the cycles were rolled back)');
 
-$node->safe_psql('postgres', 'DROP TRIGGER boom ON metronome_outbox');
+$node->safe_psql('postgres', 'DROP TRIGGER boom ON metronome_delivery');
 ok( wait_for(
 		sub {
 			$node->safe_psql('postgres', "SELECT count(*) FROM metronome_outbox WHERE status = 'sent'") eq '40';

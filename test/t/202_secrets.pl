@@ -252,7 +252,7 @@ $mock->faults({ delay => 3 });
 set_url("http://127.0.0.1:$closed/v1/ingest");
 insert('closed', 2);
 ($ret, $out, $err) = $node->psql('postgres',
-	'SET client_min_messages = debug5; SELECT metronome_ship()');
+	'SET client_min_messages = debug5; CALL metronome_ship()');
 ok(secret_free($out . $err), 'metronome_ship() at debug5: no piece of the token')
   or diag($err);
 ok( wait_for(

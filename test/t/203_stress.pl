@@ -68,7 +68,7 @@ my %scripts = (
 	  . q{UPDATE metronome_mappings SET event_type = CASE WHEN event_type ? '@template' }
 	  . q{THEN '{"@path": "$.event"}'::jsonb ELSE '{"@template": "page {{name}}"}'::jsonb END, }
 	  . q{updated_at = now() WHERE name = 'pages';} . "\n",
-	ship => "SELECT metronome_ship(100);\n",
+	ship => "CALL metronome_ship(100);\n",
 );
 for my $s (keys %scripts)
 {

@@ -4,8 +4,9 @@
 # The error paths that free libcurl handles, request bodies and json-c
 # objects when an ERROR unwinds a shipping cycle; test/run.sh --valgrind
 # runs this under memcheck, which reports any of them lost or used after
-# being freed.  A trigger on metronome_outbox (a superuser's) raises an
-# ERROR when the cycle marks rows of a chosen prefix:
+# being freed.  Triggers (a superuser's) on the tables under
+# metronome_outbox raise an ERROR when the cycle acknowledges or marks rows
+# of a chosen prefix:
 #   1. in the delivery worker, marking rows sent while other requests of
 #      the cycle are still in flight; marking rows for a retry after a 500;
 #      marking a refused event failed after a 400.  Each time the worker
@@ -35,19 +36,31 @@ my $node = new_node(
 		'metronome.request_timeout' => '60s',
 	});
 
-# the trigger: raises while the row's transaction_id starts with the
-# prefix held in boom_target
+# the triggers: raise while boom_target holds a prefix.  Since 0.2.0 the
+# acknowledgement of sent rows is one UPDATE of metronome_delivery (the
+# cursor; it releases the lease), and only a retried or failed row is
+# written on its own, into metronome_outbox_state.  So for the prefixes
+# 'sent-' and 'session-' the cursor's acknowledgement raises; for the
+# others the write of a row whose transaction_id starts with the prefix.
 my $trigger = <<'SQL';
 CREATE TABLE boom_target (prefix text);
 INSERT INTO boom_target VALUES ('(none)');
 CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	p text := (SELECT prefix FROM boom_target);
 BEGIN
-	IF starts_with(NEW.transaction_id, (SELECT prefix FROM boom_target)) THEN
+	IF TG_TABLE_NAME = 'metronome_delivery' THEN
+		IF p IN ('sent-', 'session-') AND OLD.lease_pid IS NOT NULL AND NEW.lease_pid IS NULL THEN
+			RAISE EXCEPTION 'boom: % of %', TG_OP, p;
+		END IF;
+	ELSIF starts_with(NEW.transaction_id, p) THEN
 		RAISE EXCEPTION 'boom: % of %', TG_OP, NEW.transaction_id;
 	END IF;
 	RETURN NEW;
 END $$;
-CREATE TRIGGER boom BEFORE UPDATE ON metronome_outbox
+CREATE TRIGGER boom BEFORE UPDATE ON metronome_delivery
+	FOR EACH ROW EXECUTE FUNCTION boom();
+CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON metronome_outbox_state
 	FOR EACH ROW EXECUTE FUNCTION boom();
 SQL
 $node->safe_psql('postgres', $trigger);
@@ -119,7 +132,7 @@ ok(wait_for(sub { queue('postgres', 'sent-') eq '0/1000/0' }, 60),
 $mock->faults({ script => [500, 500, 500] });
 arm('postgres', 'retry-');
 insert('postgres', 'retry-', 5);
-ok(wait_for(sub { log_count(qr/ERROR:  boom: UPDATE of retry-/) >= 2 }, 60),
+ok(wait_for(sub { log_count(qr/ERROR:  boom: (?:INSERT|UPDATE) of retry-/) >= 2 }, 60),
 	'marking rows for a retry raised, more than once');
 arm('postgres', '(none)');
 ok(wait_for(sub { queue('postgres', 'retry-') eq '0/5/0' }, 60),
@@ -131,7 +144,7 @@ $mock->faults({ reject_transaction_ids => ['refused-3'] });
 # pre-empt it
 arm('postgres', 'refused-3');
 insert('postgres', 'refused-', 4);
-ok(wait_for(sub { log_count(qr/ERROR:  boom: UPDATE of refused-3/) >= 2 }, 60),
+ok(wait_for(sub { log_count(qr/ERROR:  boom: (?:INSERT|UPDATE) of refused-3/) >= 2 }, 60),
 	'marking the refused row failed raised, more than once');
 arm('postgres', '(none)');
 ok(wait_for(sub { queue('postgres', 'refused-') eq '0/3/1' }, 60),
@@ -147,19 +160,19 @@ $node->safe_psql('other', "CREATE EXTENSION metronome; $trigger");
 arm('other', 'session-');
 insert('other', 'session-', 1000);
 $mock->faults({ script => ['ok', 'ok', 'ok', 'ok', { delay => 2 }, { delay => 2 }, { delay => 2 }, { delay => 2 }] });
-my ($ret, $out, $err) = $node->psql('other', 'SELECT metronome_ship()');
+my ($ret, $out, $err) = $node->psql('other', 'CALL metronome_ship()');
 like($err, qr/ERROR:  boom: UPDATE of session-/,
 	'metronome_ship(): the ERROR reaches the caller');
 is(queue('other', 'session-'), '1000/0/0', 'and every row is still pending');
 arm('other', '(none)');
-is($node->safe_psql('other', 'SELECT metronome_ship()'), '1000',
+is($node->safe_psql('other', 'CALL metronome_ship()'), '1000',
 	'the next metronome_ship() ships them all');
 
 # 3. Cancels mid-request: statement_timeout while the mock holds the answer.
 $mock->faults({ delay => 30 });
 insert('other', 'cancel-', 10);
 ($ret, $out, $err) = $node->psql('other',
-	"SET statement_timeout = '2s'; SELECT metronome_ship()");
+	"SET statement_timeout = '2s'; CALL metronome_ship()");
 like($err, qr/ERROR:  canceling statement due to statement timeout/,
 	'metronome_ship() is cancelled mid-request');
 is(queue('other', 'cancel-'), '10/0/0', 'its rows stay pending');
@@ -170,7 +183,7 @@ like($err, qr/ERROR:  canceling statement due to statement timeout/,
 $mock->faults({ delay => 0 });
 is($node->safe_psql('other', 'SELECT metronome_check_connection()'), 'ok',
 	'metronome_check_connection() works again');
-is($node->safe_psql('other', 'SELECT metronome_ship()'), '10',
+is($node->safe_psql('other', 'CALL metronome_ship()'), '10',
 	'metronome_ship() ships the rows left pending');
 
 $node->stop;

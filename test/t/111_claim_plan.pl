@@ -1,0 +1,80 @@
+# test/t/111_claim_plan.pl: the claim's plan does not depend on statistics
+# or history.
+#
+# auto_explain logs the plans of the statements CALL metronome_ship() runs,
+# the claim of queue rows among them.  Its plan is taken in three states of
+# the queue: right after TRUNCATE with no ANALYZE (statistics of an empty
+# table, then a burst); with 200,000 acknowledged rows retained (ANALYZEd);
+# and with 100,000 dead tuples left by a DELETE, not vacuumed.  Each time
+# it is the same shape: a Limit over a Merge Append of index scans on
+# (txid, id), no sequential scan, no bitmap scan, no sort.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use MetronomeTest;
+
+my $mock = start_mock();
+my $node = new_node(mock => $mock, preload => 0, extension => 1,
+	conf => { 'autovacuum' => 'off' });
+
+sub insert
+{
+	my ($prefix, $n) = @_;
+	$node->safe_psql('postgres',
+		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
+		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g");
+}
+
+# The shape of the claim's plan in the log lines written by one CALL.
+sub claim_plan
+{
+	my $offset = -s $node->logfile;
+	$node->safe_psql('postgres', q{
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET client_min_messages = warning;
+CALL metronome_ship();
+});
+	my $log = substr(slurp_file($node->logfile), $offset);
+	my @plans = grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue q\b/ }
+	  split /(?=LOG:  duration:)/, $log;
+	return undef unless @plans;
+	my $plan = $plans[0];
+	$plan =~ s/^.*?Query Text:.*?\n(?=\s*Limit)//s;
+	my @nodes = map { /^\s*(?:->\s*)?([A-Z][A-Za-z ]+?)(?: using| on|  \(|$)/ ? $1 : () }
+	  grep { /^\s*(?:->\s*)?[A-Z]/ && !/^\s*(?:Index Cond|Filter|Sort Key|Query Text|Output)/ }
+	  split /\n/, $plan;
+	my $shape = join(' > ', @nodes);
+	note("claim plan: $shape");
+	return $shape;
+}
+
+# 1. A burst right after TRUNCATE, no ANALYZE.
+$node->safe_psql('postgres', 'TRUNCATE metronome_queue, metronome_outbox_state');
+insert('burst', 5000);
+my $after_truncate = claim_plan();
+ok(defined $after_truncate, 'the claim\'s plan was logged');
+like($after_truncate, qr/^Limit > Merge Append > Index Scan > Index Scan > Index Scan$/,
+	'after TRUNCATE: an index range on (txid, id) in each segment');
+unlike($after_truncate, qr/Seq Scan|Bitmap|Sort/, 'no seq scan, bitmap scan or sort');
+
+# 2. 200,000 acknowledged rows retained (and fresh statistics).
+insert('acked', 200000);
+$node->safe_psql('postgres',
+	'UPDATE metronome_delivery SET last_snap = pg_current_snapshot(), cur_snap = NULL');
+$node->safe_psql('postgres', 'ANALYZE metronome_queue');
+insert('after-acked', 1000);
+is(claim_plan(), $after_truncate, 'with 200,000 acknowledged rows: the same plan');
+
+# 3. 100,000 dead tuples, not vacuumed.
+insert('dead', 100000);
+$node->safe_psql('postgres', "DELETE FROM metronome_queue WHERE transaction_id LIKE 'dead-%'");
+insert('after-dead', 1000);
+is(claim_plan(), $after_truncate, 'with 100,000 dead tuples: the same plan');
+
+$node->stop;
+done_testing();
