@@ -2,7 +2,8 @@
 # test/bench/delivery.sh: the delivery core's benchmarks (issue 8, a-f).
 #
 # Usage: test/bench/delivery.sh [--quick] [--case LIST] [--runs R]
-#            [--events N] [--load L] [--history H] [--latency K]
+#            [--events N] [--load L] [--history H] [--latency K] [--timeout S]
+#            [--record PREFIX]
 #
 # A throwaway server with the library preloaded ships to test/bench/sink.c
 # (a C HTTP sink on 127.0.0.1, compiled here with cc) and measures, in one
@@ -31,9 +32,12 @@
 #        a tick after each) and a consumer loop (next_batch, get_batch_events,
 #        finish_batch, one transaction per batch), no HTTP, against our floor
 # --case a,c,f picks cases (cap runs with a; the floor with a or f).
+# --record PREFIX: the sink records the arrival of the ids that start with
+# PREFIX (default lat-, what (e) needs; e2e- lets a stuck wait of (b) list
+# the rows that never arrived).
 # --quick: small sizes, one run, for a smoke test in under a minute.
-# Every wait is bounded (a drain gives up after DRAIN_TIMEOUT seconds and
-# reports what arrived).  The CPU seconds of the worker and of the sink are
+# Every wait is bounded (a drain gives up after --timeout S (180) seconds,
+# reports what arrived and prints the queue's state on stderr).  The CPU seconds of the worker and of the sink are
 # printed: on a shared machine they say more than wall-clock time.
 # Figures and ratios, no assertion; it fails only when events are lost.
 # Runs as root or not (as root it re-runs itself as an unprivileged user).
@@ -51,6 +55,7 @@ RUNS=2
 CASES=cap,a,b,c,d,e,f
 CAP_SECONDS=3
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-180}
+RECORD=lat-
 ARGS=("$@")
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -62,6 +67,8 @@ while [ $# -gt 0 ]; do
 		--load) LOAD=$2; shift 2 ;;
 		--history) HISTORY=$2; shift 2 ;;
 		--latency) LATENCY=$2; shift 2 ;;
+		--timeout) DRAIN_TIMEOUT=$2; shift 2 ;;
+		--record) RECORD=$2; shift 2 ;;
 		-h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) mt_die "unknown argument $1" ;;
 	esac
@@ -80,7 +87,7 @@ cc -O2 -Wall -Wextra -Werror -o "$SINK_BIN" "$MT_SRC/test/bench/sink.c" || mt_di
 TOKEN=bench-token-$$
 SAMPLE=$MT_WORKDIR/sample.json
 : >"$MT_WORKDIR/sink.out"
-"$SINK_BIN" serve --token "$TOKEN" --record-prefix lat- --sample "$SAMPLE" \
+"$SINK_BIN" serve --token "$TOKEN" --record-prefix "$RECORD" --sample "$SAMPLE" \
 	>"$MT_WORKDIR/sink.out" 2>"$MT_WORKDIR/sink.err" &
 BENCH_MOCK_PID=$!
 for _ in $(seq 100); do
@@ -283,6 +290,35 @@ SQL
 	echo "$out" | tail -n1 | tr '|' ' '
 }
 
+# stuck_report: what the outbox says when a wait gives up (on stderr).
+stuck_report()
+{
+	{
+		bench_psql -x -c "SELECT * FROM metronome_status()"
+		if [ "$QUEUE" = t ]; then
+			bench_psql -x -c "SELECT *, pg_current_snapshot() AS now_snap FROM metronome_delivery"
+			bench_psql -c "SELECT q.txid, min(q.id), max(q.id), count(*), min(q.transaction_id)
+			    FROM metronome_queue q, metronome_delivery d
+			   WHERE NOT metronome_acked(q.txid, q.id, d.last_snap, d.cur_snap, d.pos_txid, d.pos_id)
+			   GROUP BY q.txid ORDER BY q.txid LIMIT 20"
+			bench_psql -c "SELECT status, count(*) FROM metronome_outbox_state GROUP BY 1"
+			bench_psql -c "SELECT * FROM metronome_ticks ORDER BY tick_xmax DESC LIMIT 5"
+			if [ "$RECORD" != lat- ]; then
+				sink GET /_arrivals >"$MT_WORKDIR/arrived.txt"
+				bench_psql -c "CREATE TEMP TABLE arrived (transaction_id text, at float8)" \
+					-c "\\copy arrived FROM '$MT_WORKDIR/arrived.txt' WITH (DELIMITER ' ')" \
+					-c "SELECT q.txid, min(q.id), max(q.id), count(*), min(q.transaction_id), min(q.created_at), max(t.tick_xmax) AS tick_before
+					      FROM metronome_queue q
+					      LEFT JOIN LATERAL (SELECT tick_xmax FROM metronome_ticks t WHERE t.tick_xmax <= q.txid ORDER BY tick_xmax DESC LIMIT 1) t ON true
+					     WHERE q.transaction_id LIKE '$RECORD%'
+					       AND NOT EXISTS (SELECT 1 FROM arrived a WHERE a.transaction_id = q.transaction_id)
+					     GROUP BY q.txid ORDER BY q.txid" \
+					-c "SELECT tick_xmax, snap, acked_at FROM metronome_ticks ORDER BY tick_xmax"
+			fi
+		fi
+	} >&2 || true
+}
+
 # wait_acked N T0 TIMEOUT: wait until the sink has N unique events and the
 # outbox has nothing pending.  Prints "seconds_to_ack seconds_to_sink
 # unique duplicates" (seconds from T0); when TIMEOUT passes first, the
@@ -297,6 +333,8 @@ wait_acked()
 	last=$(echo "$st" | sink_field last_unique_at)
 	if [ "$uniq" -lt "$n" ]; then
 		t1=$(now)
+		mt_log "$uniq of $n events arrived at the sink in ${timeout}s:"
+		stuck_report
 		echo "$(sub "$t1" "$t0") $(sub "$last" "$t0") $uniq $dups"
 		return
 	fi
@@ -304,13 +342,7 @@ wait_acked()
 		[ "$(pending)" = 0 ] && break
 		if [ "$(echo "$(now) $t0 $timeout" | awk '{ print ($1 - $2 > $3 + 30) }')" = 1 ]; then
 			mt_log "every event arrived at the sink, but rows are still pending:"
-			bench_psql -x -c "SELECT * FROM metronome_status()" >&2 || true
-			if [ "$QUEUE" = t ]; then
-				bench_psql -x -c "SELECT *, pg_current_snapshot() AS now_snap FROM metronome_delivery" >&2 || true
-				bench_psql -c "SELECT min(q.txid::text::bigint), max(q.txid::text::bigint), count(*)
-				    FROM metronome_queue q, metronome_delivery d
-				   WHERE NOT metronome_acked(q.txid, q.id, d.last_snap, d.cur_snap, d.pos_txid, d.pos_id)" >&2 || true
-			fi
+			stuck_report
 			break
 		fi
 		sleep 0.05
