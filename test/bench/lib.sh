@@ -25,8 +25,8 @@ bench_setup()
 	if [ "$(id -u)" -eq 0 ]; then
 		mt_ensure_user
 		mt_new_workdir pg_metronome_bench
-		mt_run_as_user "$MT_SRC/$BENCH_SCRIPT" "$@"
-		local rc=$?
+		local rc=0
+		mt_run_as_user "$MT_SRC/$BENCH_SCRIPT" "$@" || rc=$?
 		rm -rf "$MT_WORKDIR"
 		exit $rc
 	fi
