@@ -88,7 +88,11 @@ AS $$
 DECLARE
     tbl regclass;
 BEGIN
-    IF NOT metronome_citus_active() THEN
+    -- inline metronome_citus_active(): whoever may change the mappings runs
+    -- this, without Citus too
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                       WHERE logicalrelid = 'metronome_mappings_cluster'::regclass) THEN
         RETURN NULL;
     END IF;
     IF pg_catalog.current_setting('metronome_citus.applying', true) = 'on' THEN
@@ -347,6 +351,15 @@ $$;
 COMMENT ON FUNCTION metronome_cluster_rejected(integer) IS
   'Citus: the rejected events of every node (run on the coordinator)';
 
+-- metronome_attach() on a distributed table: Citus creates a trigger on a
+-- distributed table (and on each of its shards) only with
+-- citus.enable_unsafe_triggers on.  The mapping trigger writes only the local
+-- outbox of the node that runs it, which is what that setting guards against
+-- not doing, so metronome_attach() turns it on for itself.  Without Citus the
+-- setting is an inert placeholder.
+ALTER FUNCTION metronome_attach(regclass, name) SET citus.enable_unsafe_triggers = on;
+
+REVOKE ALL ON FUNCTION metronome_citus_active() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_mappings_citus() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_mappings_cluster_apply() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_citus_setup() FROM PUBLIC;
