@@ -89,10 +89,13 @@ DECLARE
     tbl regclass;
 BEGIN
     -- inline metronome_citus_active(): whoever may change the mappings runs
-    -- this, without Citus too
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL
-       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
-                       WHERE logicalrelid = 'metronome_mappings_cluster'::regclass) THEN
+    -- this, without Citus too (two statements: pg_dist_partition is only
+    -- parsed where it exists)
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                    WHERE logicalrelid = 'metronome_mappings_cluster'::regclass) THEN
         RETURN NULL;
     END IF;
     IF pg_catalog.current_setting('metronome_citus.applying', true) = 'on' THEN
