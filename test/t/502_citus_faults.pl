@@ -94,7 +94,15 @@ sub finish_phase
 		scalar grep { $_->{transaction_id} =~ /^$tag-/ } @{ $mock->events } };
 	ok(wait_for(sub { $have->() >= $phase_events }, 180),
 		"phase $tag: every event reaches the mock")
-	  or diag('the mock has ' . $have->());
+	  or diag('the mock has ' . $have->() . "; per node (port|outbox rows|by status|rejected):\n"
+		  . $coord->safe_psql('postgres', qq{
+			SELECT s.nodeport, s.rows, s.statuses, coalesce(r.n, 0)
+			  FROM (SELECT nodeport, count(*) AS rows,
+			               string_agg(DISTINCT status, ',') AS statuses
+			          FROM metronome_cluster_outbox(NULL, NULL)
+			         WHERE transaction_id LIKE '$tag-%' GROUP BY 1) s
+			  LEFT JOIN (SELECT nodeport, count(*) AS n FROM metronome_cluster_rejected(NULL)
+			              WHERE event->>'messageId' LIKE '$tag-%' GROUP BY 1) r USING (nodeport)}));
 	return;
 }
 
