@@ -31,6 +31,11 @@
 #        the same N events through pgq.insert_event (1,000 per transaction,
 #        a tick after each) and a consumer loop (next_batch, get_batch_events,
 #        finish_batch, one transaction per batch), no HTTP, against our floor
+#   r    retention without per-row deletes: ROUNDS (10) rounds of N events
+#        loaded and drained with metronome.retain_sent = 2s, autovacuum
+#        off: the outbox's size (heap, indexes, TOAST of every table of its
+#        storage) after each round against after the first (not in the
+#        default cases; --case r; --rounds ROUNDS)
 # --case a,c,f picks cases (cap runs with a; the floor with a or f).
 # --record PREFIX: the sink records the arrival of the ids that start with
 # PREFIX (default lat-, what (e) needs; e2e- lets a stuck wait of (b) list
@@ -52,6 +57,7 @@ LOAD=200000
 HISTORY=10000000
 LATENCY=1000
 RUNS=2
+ROUNDS=10
 CASES=cap,a,b,c,d,e,f
 CAP_SECONDS=3
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-180}
@@ -63,6 +69,7 @@ while [ $# -gt 0 ]; do
 		         CAP_SECONDS=1; DRAIN_TIMEOUT=20; shift ;;
 		--case) CASES=$2; shift 2 ;;
 		--runs) RUNS=$2; shift 2 ;;
+		--rounds) ROUNDS=$2; shift 2 ;;
 		--events) EVENTS=$2; shift 2 ;;
 		--load) LOAD=$2; shift 2 ;;
 		--history) HISTORY=$2; shift 2 ;;
@@ -682,6 +689,44 @@ SQL
 	done
 fi
 
+# --- r: retention by TRUNCATE of whole segments ----------------------------------------
+# outbox_size: bytes of every table of the outbox's storage, with indexes
+# and TOAST
+outbox_size()
+{
+	bench_psql -At -c "SELECT sum(pg_total_relation_size(c.oid))
+	    FROM pg_class c WHERE c.relkind IN ('r', 'p')
+	     AND c.relname ~ '^metronome_(queue|queue_[0-9]+|outbox_state|delivery|ticks|outbox)$'"
+}
+R_SIZES=()
+R_CLEAN=()
+R_DEL=()
+if want r; then
+	[ "$QUEUE" = t ] || mt_die "case r needs the 0.2.0 layout"
+	setting autovacuum off
+	reset_outbox
+	setting metronome.retain_sent 2s
+	setting metronome.enabled on
+	for ((k = 1; k <= ROUNDS; k++)); do
+		sink POST /_reset >/dev/null
+		load_pending "rt$k" "$EVENTS"
+		res=$(wait_acked "$EVENTS" "$(now)" "$DRAIN_TIMEOUT")
+		read -r _ _ uniq _ <<<"$res"
+		[ "$uniq" -ge "$EVENTS" ] || mt_die "round $k: $uniq of $EVENTS events arrived"
+		# the size with this round's rows acknowledged but still retained
+		R_SIZES+=("$(outbox_size)")
+		# past retain_sent and the worker's clean-up interval: the segments
+		# that hold only acknowledged rows older than that are truncated
+		sleep 5
+		R_CLEAN+=("$(outbox_size)")
+		R_DEL+=("$(bench_psql -At -c "SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables WHERE relname ~ '^metronome_queue'")")
+		mt_log "  round $k: outbox storage ${R_SIZES[-1]} bytes after the drain, ${R_CLEAN[-1]} after the clean-up; rows deleted from the queue so far ${R_DEL[-1]}"
+	done
+	setting metronome.enabled off
+	setting metronome.retain_sent 7d
+	setting autovacuum on
+fi
+
 # --- report ------------------------------------------------------------------------
 design=$(bench_psql -At -c "SELECT CASE c.relkind WHEN 'v' THEN 'view over the queue storage' ELSE 'table (0.1.0 layout)' END
     FROM pg_class c WHERE c.relname = 'metronome_outbox'")
@@ -760,5 +805,16 @@ if want f; then
     PgQ consumer (next_batch, get_batch_events, finish_batch)  $pc events/s  [$(spr "${PQ_C[@]}")]
     our floor                                                  $fa events/s  [$(spr "${FL_R[@]}")]
     floor/PgQ consumer = $(bench_ratio "$fa" "$pc")   (target: at least 1)
+EOF
+fi
+if want r; then
+	maxr=$(printf '%s\n' "${R_SIZES[@]}" | sort -g | tail -1)
+	cat <<EOF
+
+(r) retention: $ROUNDS rounds of $EVENTS events, retain_sent 2s, autovacuum off
+    outbox storage after each round's drain (MB): $(printf '%s\n' "${R_SIZES[@]}" | awk '{ printf "%.1f ", $1 / 1048576 }')
+    and after the clean-up that follows (MB):      $(printf '%s\n' "${R_CLEAN[@]}" | awk '{ printf "%.1f ", $1 / 1048576 }')
+    largest/after the first = $(bench_ratio "$maxr" "${R_SIZES[0]}")   (target: at most 1.2)
+    rows DELETEd from the queue: ${R_DEL[-1]} (retention truncates whole segments)
 EOF
 fi
