@@ -48,6 +48,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "mapping.h"
+#include "jsonbval.h"
 #include "metronome.h"
 #include "miscadmin.h"
 #include "pg_compat.h"
@@ -147,9 +148,7 @@ event_excerpt(Jsonb *event)
 {
 	char	   *txt = JsonbToCString(NULL, &event->root, VARSIZE(event));
 
-	if (strlen(txt) > EVENT_QUOTE_CHARS)
-		return psprintf("%s...", pnstrdup(txt, pg_mbcliplen(txt, strlen(txt), EVENT_QUOTE_CHARS)));
-	return txt;
+	return TextExcerpt(txt, strlen(txt), EVENT_QUOTE_CHARS);
 }
 
 static void

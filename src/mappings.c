@@ -39,6 +39,7 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "mapping.h"
+#include "jsonbval.h"
 #include "metronome.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -331,11 +332,8 @@ static char *
 value_excerpt(Jsonb *value)
 {
 	char	   *txt = JsonbToCString(NULL, &value->root, VARSIZE(value));
-	int			len = strlen(txt);
 
-	if (len <= 200)
-		return txt;
-	return psprintf("%s...", pnstrdup(txt, pg_mbcliplen(txt, len, 200)));
+	return TextExcerpt(txt, strlen(txt), 200);
 }
 
 /*
