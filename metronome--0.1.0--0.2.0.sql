@@ -1074,3 +1074,57 @@ REVOKE ALL ON FUNCTION metronome_cluster_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_cluster_summary() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_cluster_outbox(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_cluster_rejected(integer) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Metrics: metronome_metrics() in Prometheus's text format, the same as rows
+-- for prometheus-postgres-exporter (metronome-exporter-queries.yaml)
+------------------------------------------------------------------------------
+
+-- The reason of a rejected row as one word of a bounded set (a label that
+-- groups rows; the error's text itself would make a series per event).
+CREATE FUNCTION metronome_rejected_reason(error text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT CASE
+    WHEN error IS NULL THEN 'other'
+    WHEN error LIKE 'mapping "%" is invalid: %' THEN 'invalid_mapping'
+    WHEN error LIKE 'mapping "%" does not exist or is not enabled' THEN 'mapping_unavailable'
+    WHEN error LIKE 'the subscription of mapping "%" no longer matches the event' THEN 'no_longer_matches'
+    WHEN error LIKE 'transaction_id "%" is also built by mapping "%' THEN 'duplicate_transaction_id'
+    WHEN error LIKE 'event is not a JSON object%' THEN 'not_an_object'
+    WHEN error LIKE 'missing required field ''transaction\_id''%' THEN 'missing_transaction_id'
+    WHEN error LIKE 'missing required field ''customer\_id''%' THEN 'missing_customer_id'
+    WHEN error LIKE 'missing required field ''timestamp''%' THEN 'missing_timestamp'
+    WHEN error LIKE 'missing required field ''event\_type''%' THEN 'missing_event_type'
+    WHEN error LIKE 'missing required field ''properties''%' THEN 'missing_properties'
+    WHEN error ~ '^transaction_id[ :]' THEN 'invalid_transaction_id'
+    WHEN error ~ '^customer_id[ :]' THEN 'invalid_customer_id'
+    WHEN error ~ '^timestamp[ :]' THEN 'invalid_timestamp'
+    WHEN error ~ '^event_type[ :]' THEN 'invalid_event_type'
+    WHEN error ~ '^properties[ :]' THEN 'invalid_properties'
+    ELSE 'other'
+END
+$$;
+COMMENT ON FUNCTION metronome_rejected_reason(text) IS
+  'The reason of a metronome_rejected error as one word of a bounded set (the label reason of metronome_rejected_events)';
+
+CREATE FUNCTION metronome_metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'metronome_metrics'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION metronome_metrics() IS
+  'The delivery''s counters, latency histogram and outbox gauges in Prometheus''s text exposition format (0.0.4)';
+
+CREATE FUNCTION metronome_metrics_table(OUT name text, OUT labels jsonb, OUT value double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'metronome_metrics_table'
+LANGUAGE C VOLATILE STRICT ROWS 80;
+COMMENT ON FUNCTION metronome_metrics_table() IS
+  'The samples of metronome_metrics() as rows (name, labels, value), for prometheus-postgres-exporter';
+
+-- Counts and ages only, no event, error text or setting: grant EXECUTE to
+-- the monitoring role (e.g. the exporter's), as with metronome_status().
+REVOKE ALL ON FUNCTION metronome_metrics() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metronome_metrics_table() FROM PUBLIC;
+REVOKE ALL ON FUNCTION metronome_rejected_reason(text) FROM PUBLIC;

@@ -125,6 +125,7 @@
 #include "funcapi.h"
 #include "http.h"
 #include "metronome.h"
+#include "metrics.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -1133,6 +1134,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 
 	result->requests++;
 	StatusCountRequest();
+	MetricsCountAnswer(req->klass, req->status);
 	/* Metronome's text in the server encoding (encoding.c) */
 	EncodingFromUtf8Buf(req->error, sizeof(req->error));
 	switch (req->klass)
@@ -1150,6 +1152,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 				ShipBatch  *lo = MemoryContextAllocZero(c->cxt, sizeof(ShipBatch));
 				ShipBatch  *hi = MemoryContextAllocZero(c->cxt, sizeof(ShipBatch));
 
+				MetricsCountSplit();
 				b->error = MemoryContextStrdup(c->cxt, req->error);
 				lo->parent = hi->parent = b;
 				lo->r = b->r;
@@ -1316,6 +1319,7 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 		if (r->outcome == OUTCOME_SENT)
 		{
 			accepted++;
+			MetricsNoteAcked(r->created_at);
 			continue;
 		}
 		fails = (r->outcome == OUTCOME_FAILED ||
@@ -1376,7 +1380,10 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 		ShipRow    *r = &c->rows[i];
 
 		if (r->outcome == OUTCOME_SENT)
+		{
 			sent_ids[nsent++] = Int64GetDatum(r->id);
+			MetricsNoteAcked(r->created_at);
+		}
 		else if (r->outcome == OUTCOME_FAILED)
 		{
 			args[0] = Int64GetDatum(r->id);
@@ -1441,6 +1448,7 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 
 	memset(result, 0, sizeof(ShipResult));
 	result->next_due = DT_NOEND;
+	MetricsBeginCycle();
 	Assert(!(ctx == SHIP_CALLER_XACT && !dry_run));
 
 	if (!dry_run && !StatusGateOpen(now, &result->gate_until, &kind))
@@ -1496,6 +1504,7 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 			ship_xact_commit(ctx);
 		}
 		MemoryContextSwitchTo(old);
+		MetricsEndCycle(result->claimed, result->accepted, result->failed, result->retried);
 
 		/* more may be due: the claim was full, or time ran out */
 		result->full = (c->nrows > 0 && c->nrows >= c->limit) ||

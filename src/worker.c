@@ -45,6 +45,7 @@
 #include "delivery.h"
 #include "launcher.h"
 #include "metronome.h"
+#include "metrics.h"
 #include "retain.h"
 #include "miscadmin.h"
 #include "pg_compat.h"
@@ -93,6 +94,7 @@ DeliveryInit(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	StatusShmemInit();
+	MetricsShmemInit();
 }
 
 /*
