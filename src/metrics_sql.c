@@ -346,8 +346,8 @@ add_worker(Families *all)
 	f = family(all, "metronome_worker_up", "gauge",
 			   "1 when this database's delivery worker runs, else 0.");
 	sample0(all, f, snap.worker_pid != 0 ? 1 : 0);
-	f = family(all, "metronome_worker_state", "gauge",
-			   "The delivery worker's state, as metronome_status().state: 1 for the current one, 0 for the others.");
+	f = family(all, "metronome_worker_in_state", "gauge",
+			   "1 for the delivery worker's current state (metronome_status().state), 0 for the other states.");
 	for (st = DELIVERY_NOT_PRELOADED; st <= DELIVERY_CONFIG_ERROR; st++)
 		sample(all, f, "", st == (int) snap.state ? 1 : 0,
 			   "state", DeliveryStateName((DeliveryState) st), NULL, NULL, NULL, NULL);

@@ -77,6 +77,8 @@ mt_missing_packages()
 {
 	local want p missing=""
 	want="libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config python3 make gcc perl ${MT_EXTRA_PACKAGES:-}"
+	# the real exporter that test/t/305_metrics.pl scrapes
+	want="$want prometheus-postgres-exporter"
 	# a server Debian packaged, or one built from source (test/build-postgres.sh);
 	# for Debian's, the real pg_cron and pg_partman too: test/t/3xx
 	# (operations), 112_partitions
@@ -99,6 +101,7 @@ mt_missing_packages()
 		perl -MIPC::Run -e1 2>/dev/null || missing="$missing perl-IPC-Run"
 		command -v prove >/dev/null 2>&1 || missing="$missing perl(prove)"
 		command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+		command -v prometheus-postgres-exporter >/dev/null 2>&1 || missing="$missing prometheus-postgres-exporter"
 		command -v make >/dev/null 2>&1 || missing="$missing make"
 		for p in ${MT_EXTRA_PACKAGES:-}; do
 			[ "$p" = clang ] && ! command -v clang >/dev/null 2>&1 && missing="$missing clang"
