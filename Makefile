@@ -17,6 +17,8 @@ EXTVERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" metronome.co
 MODULE_big  = metronome
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA        = $(wildcard metronome--*.sql)
+# prometheus-postgres-exporter's queries file: $(pg_config --docdir)/extension/
+DOCS        = metronome-exporter-queries.yaml
 PGFILEDESC  = "metronome - Segment events to Metronome usage billing"
 
 REGRESS      = $(basename $(notdir $(sort $(wildcard sql/*.sql))))

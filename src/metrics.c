@@ -27,9 +27,11 @@
  * per database (up to METRICS_MAX_DATABASES), and every process of that
  * database counts there: its delivery worker and any session running CALL
  * metronome_ship().  They start at zero when the server starts.  Without
- * preloading (or once every entry is taken), each backend counts in a copy
- * of its own: metronome_metrics() then shows what this session shipped
- * (and says so: metronome_counters_shared 0).
+ * preloading (or once every entry is taken: entries are claimed by the
+ * first count in a database, not by a read, and kept until the server
+ * stops), each backend counts in a copy of its own: metronome_metrics()
+ * then shows what this session shipped (and says so:
+ * metronome_counters_shared 0).
  *
  * Concurrency: every counter is a pg_atomic_uint64, added to without a
  * lock; an entry is claimed for a database by a compare-and-swap of its
@@ -170,10 +172,12 @@ MetricsShmemInit(void)
 
 /*
  * The entry this backend counts in: its database's shared entry (claimed
- * when there is none yet), else its own.
+ * when there is none yet and create is set), else its own.  Without
+ * create, NULL when the database has no shared entry yet (nothing of it
+ * was counted since the server started).
  */
 static MetricsEntry *
-metrics_entry(void)
+metrics_entry_ext(bool create)
 {
 	int			i;
 
@@ -188,6 +192,8 @@ metrics_entry(void)
 
 			if (v == InvalidOid)
 			{
+				if (!create)
+					return NULL;
 				/* free: take it, unless someone just did (for us, maybe) */
 				if (pg_atomic_compare_exchange_u32(&e->dboid, &v, MyDatabaseId) ||
 					v == MyDatabaseId)
@@ -210,6 +216,13 @@ metrics_entry(void)
 	mine = &local_entry;
 	mine_shared = false;
 	return mine;
+}
+
+/* the entry to count in (see metrics_entry_ext) */
+static MetricsEntry *
+metrics_entry(void)
+{
+	return metrics_entry_ext(true);
 }
 
 /*
@@ -330,9 +343,16 @@ MetricsEndCycle(int64 claimed, int64 accepted, int64 failed, int64 retried)
 void
 MetricsRead(MetricsView *out)
 {
-	MetricsEntry *e = metrics_entry();
+	MetricsEntry *e = metrics_entry_ext(false);
 	int			i;
 
+	if (e == NULL)
+	{
+		/* preloaded, and nothing counted here yet: zeros, taking no entry */
+		memset(out, 0, sizeof(MetricsView));
+		out->shared = true;
+		return;
+	}
 	out->shared = mine_shared;
 	for (i = 0; i < METRICS_NANSWERS; i++)
 		out->requests[i] = pg_atomic_read_u64(&e->requests[i]);
