@@ -16,6 +16,10 @@
  *	events_sent/failed/retried	rows acknowledged as accepted, marked failed,
  *						given another attempt, counted once the cycle's
  *						acknowledgement is done
+ *	mappings[]			events acknowledged as accepted by mapping name
+ *						(cut at 63 bytes; "" for rows inserted directly),
+ *						METRICS_MAX_MAPPINGS names per database, the sent
+ *						events of further names in mapping_sent_other
  *	latency				a histogram of, for each row acknowledged as
  *						accepted, the time from its created_at (the start
  *						of the transaction that inserted it: now()) to the
@@ -48,6 +52,7 @@
 #include "postgres.h"
 
 #include "http.h"
+#include "mb/pg_wchar.h"
 #include "metrics.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -57,6 +62,14 @@
 #include "utils/timestamp.h"
 
 #define METRICS_MAX_DATABASES 64
+
+/* the sent events of one mapping: state 0 free, 1 being named, 2 named */
+typedef struct MetricsMapping
+{
+	pg_atomic_uint32 state;
+	char		name[METRICS_MAPPING_NAME_LEN];
+	pg_atomic_uint64 sent;
+} MetricsMapping;
 
 /* one database's counters */
 typedef struct MetricsEntry
@@ -70,6 +83,8 @@ typedef struct MetricsEntry
 	pg_atomic_uint64 cycles;
 	pg_atomic_uint64 latency_buckets[METRICS_NBUCKETS];
 	pg_atomic_uint64 latency_sum_us;
+	MetricsMapping mappings[METRICS_MAX_MAPPINGS];
+	pg_atomic_uint64 mapping_sent_other;
 } MetricsEntry;
 
 /* the buckets' upper bounds in seconds; the last bucket is +Inf */
@@ -94,13 +109,17 @@ static bool mine_shared = false;
 static MetricsEntry local_entry;	/* else this backend's own counters */
 static bool local_ready = false;
 
-/* the latencies of the cycle in progress, not yet added */
+/* the latencies and mappings of the cycle in progress, not yet added */
 static struct
 {
 	uint64		buckets[METRICS_NBUCKETS];
 	uint64		sum_us;
 	int64		n;
 	TimestampTz now;			/* the acknowledgement's instant */
+	int			nmappings;
+	const char *mapping[METRICS_MAX_MAPPINGS];	/* the cycle's memory; "" */
+	uint64		mapping_sent[METRICS_MAX_MAPPINGS];
+	uint64		mapping_other;
 } cycle;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -123,6 +142,13 @@ metrics_init_entry(MetricsEntry *e)
 	for (i = 0; i < METRICS_NBUCKETS; i++)
 		pg_atomic_init_u64(&e->latency_buckets[i], 0);
 	pg_atomic_init_u64(&e->latency_sum_us, 0);
+	for (i = 0; i < METRICS_MAX_MAPPINGS; i++)
+	{
+		pg_atomic_init_u32(&e->mappings[i].state, 0);
+		e->mappings[i].name[0] = '\0';
+		pg_atomic_init_u64(&e->mappings[i].sent, 0);
+	}
+	pg_atomic_init_u64(&e->mapping_sent_other, 0);
 }
 
 /* shmem_request_hook: reserve the entries */
@@ -292,10 +318,27 @@ MetricsBeginCycle(void)
  * created_at to the cycle's first acknowledged row's instant).
  */
 void
-MetricsNoteAcked(TimestampTz created_at)
+MetricsNoteAcked(TimestampTz created_at, const char *mapping)
 {
 	int64		us;
 	int			i;
+
+	/* by mapping: rows of one mapping mostly come together */
+	if (mapping == NULL)
+		mapping = "";
+	for (i = cycle.nmappings - 1; i >= 0; i--)
+		if (strcmp(cycle.mapping[i], mapping) == 0)
+			break;
+	if (i < 0 && cycle.nmappings < METRICS_MAX_MAPPINGS)
+	{
+		i = cycle.nmappings++;
+		cycle.mapping[i] = mapping;
+		cycle.mapping_sent[i] = 0;
+	}
+	if (i >= 0)
+		cycle.mapping_sent[i]++;
+	else
+		cycle.mapping_other++;
 
 	if (cycle.now == 0)
 		cycle.now = GetCurrentTimestamp();
@@ -310,8 +353,46 @@ MetricsNoteAcked(TimestampTz created_at)
 }
 
 /*
+ * Add n sent events of mapping to the entry's slot of that name (named now
+ * when it has none: a free slot is taken by a compare-and-swap; two
+ * processes naming one mapping at once may take two slots, which
+ * MetricsRead adds together), or to the overflow.
+ */
+static void
+metrics_add_mapping(MetricsEntry *e, const char *mapping, uint64 n)
+{
+	int			len = pg_mbcliplen(mapping, strlen(mapping), METRICS_MAPPING_NAME_LEN - 1);
+	int			i;
+
+	for (i = 0; i < METRICS_MAX_MAPPINGS; i++)
+	{
+		MetricsMapping *m = &e->mappings[i];
+		uint32		st = pg_atomic_read_u32(&m->state);
+
+		if (st == 0)
+		{
+			if (!pg_atomic_compare_exchange_u32(&m->state, &st, 1))
+				continue;		/* someone else names it: try the next one */
+			memcpy(m->name, mapping, len);
+			m->name[len] = '\0';
+			pg_write_barrier();
+			pg_atomic_write_u32(&m->state, 2);
+			st = 2;
+		}
+		else if (st == 2)
+			pg_read_barrier();
+		if (st == 2 && strncmp(m->name, mapping, len) == 0 && m->name[len] == '\0')
+		{
+			pg_atomic_fetch_add_u64(&m->sent, n);
+			return;
+		}
+	}
+	pg_atomic_fetch_add_u64(&e->mapping_sent_other, n);
+}
+
+/*
  * A cycle's acknowledgement is done: add its figures (ShipResult's) and
- * the latencies noted to the counters.
+ * the latencies and mappings noted to the counters.
  */
 void
 MetricsEndCycle(int64 claimed, int64 accepted, int64 failed, int64 retried)
@@ -334,6 +415,10 @@ MetricsEndCycle(int64 claimed, int64 accepted, int64 failed, int64 retried)
 				pg_atomic_fetch_add_u64(&e->latency_buckets[i], cycle.buckets[i]);
 		pg_atomic_fetch_add_u64(&e->latency_sum_us, cycle.sum_us);
 	}
+	for (i = 0; i < cycle.nmappings; i++)
+		metrics_add_mapping(e, cycle.mapping[i], cycle.mapping_sent[i]);
+	if (cycle.mapping_other > 0)
+		pg_atomic_fetch_add_u64(&e->mapping_sent_other, cycle.mapping_other);
 	memset(&cycle, 0, sizeof(cycle));
 }
 
@@ -364,4 +449,29 @@ MetricsRead(MetricsView *out)
 	for (i = 0; i < METRICS_NBUCKETS; i++)
 		out->latency_buckets[i] = pg_atomic_read_u64(&e->latency_buckets[i]);
 	out->latency_sum_us = pg_atomic_read_u64(&e->latency_sum_us);
+
+	/* the named mapping slots, one per name */
+	out->nmappings = 0;
+	for (i = 0; i < METRICS_MAX_MAPPINGS; i++)
+	{
+		MetricsMapping *m = &e->mappings[i];
+		uint64		n;
+		int			j;
+
+		if (pg_atomic_read_u32(&m->state) != 2)
+			continue;
+		pg_read_barrier();
+		n = pg_atomic_read_u64(&m->sent);
+		for (j = 0; j < out->nmappings; j++)
+			if (strcmp(out->mapping_name[j], m->name) == 0)
+				break;
+		if (j == out->nmappings)
+		{
+			strlcpy(out->mapping_name[j], m->name, METRICS_MAPPING_NAME_LEN);
+			out->mapping_sent[j] = 0;
+			out->nmappings++;
+		}
+		out->mapping_sent[j] += n;
+	}
+	out->mapping_sent_other = pg_atomic_read_u64(&e->mapping_sent_other);
 }

@@ -36,6 +36,11 @@ typedef enum MetricsAnswer
 #define METRICS_NBUCKETS 17
 extern const double MetricsBucketBounds[METRICS_NBUCKETS - 1];
 
+/* Mappings whose sent events are counted apart, per database; names are
+ * cut at METRICS_MAPPING_NAME_LEN - 1 bytes. */
+#define METRICS_MAX_MAPPINGS 32
+#define METRICS_MAPPING_NAME_LEN 64
+
 /* A copy of one database's counters (MetricsRead). */
 typedef struct MetricsView
 {
@@ -48,6 +53,10 @@ typedef struct MetricsView
 	uint64		cycles;
 	uint64		latency_buckets[METRICS_NBUCKETS];	/* not cumulative */
 	uint64		latency_sum_us;
+	int			nmappings;		/* events_sent by mapping ("": none) */
+	char		mapping_name[METRICS_MAX_MAPPINGS][METRICS_MAPPING_NAME_LEN];
+	uint64		mapping_sent[METRICS_MAX_MAPPINGS];
+	uint64		mapping_sent_other;	/* of mappings beyond the slots */
 } MetricsView;
 
 /* metrics.c */
@@ -56,7 +65,7 @@ extern const char *MetricsAnswerName(MetricsAnswer answer);
 extern void MetricsCountAnswer(int http_class, long status);
 extern void MetricsCountSplit(void);
 extern void MetricsBeginCycle(void);
-extern void MetricsNoteAcked(TimestampTz created_at);
+extern void MetricsNoteAcked(TimestampTz created_at, const char *mapping);
 extern void MetricsEndCycle(int64 claimed, int64 accepted, int64 failed,
 							int64 retried);
 extern void MetricsRead(MetricsView *out);

@@ -178,6 +178,14 @@ add_counters(Families *all)
 	f = family(all, "metronome_events_sent_total", "counter",
 			   "Events acknowledged as accepted by the ingest API.");
 	sample0(all, f, (double) v.events_sent);
+	f = family(all, "metronome_mapping_events_sent_total", "counter",
+			   "Events acknowledged as accepted, by mapping (empty: rows inserted into metronome_outbox directly; names cut at 63 bytes; \"~other~\": mappings beyond the first 32 seen since the server started).");
+	for (i = 0; i < v.nmappings; i++)
+		sample(all, f, "", (double) v.mapping_sent[i],
+			   "mapping", pstrdup(v.mapping_name[i]), NULL, NULL, NULL, NULL);
+	if (v.mapping_sent_other > 0)
+		sample(all, f, "", (double) v.mapping_sent_other,
+			   "mapping", "~other~", NULL, NULL, NULL, NULL);
 	f = family(all, "metronome_events_failed_total", "counter",
 			   "Events marked failed (refused alone by the ingest API, too many transient failures, or not sendable).");
 	sample0(all, f, (double) v.events_failed);

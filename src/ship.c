@@ -1319,7 +1319,7 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 		if (r->outcome == OUTCOME_SENT)
 		{
 			accepted++;
-			MetricsNoteAcked(r->created_at);
+			MetricsNoteAcked(r->created_at, r->mapping);
 			continue;
 		}
 		fails = (r->outcome == OUTCOME_FAILED ||
@@ -1382,7 +1382,7 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 		if (r->outcome == OUTCOME_SENT)
 		{
 			sent_ids[nsent++] = Int64GetDatum(r->id);
-			MetricsNoteAcked(r->created_at);
+			MetricsNoteAcked(r->created_at, r->mapping);
 		}
 		else if (r->outcome == OUTCOME_FAILED)
 		{

@@ -179,6 +179,9 @@ is($nreq, $st->{requests}, "requests by class add up to the mock's requests ($st
 is($m->{"metronome_batch_splits_total{$db}"}, 2, 'two batch splits');
 is($m->{"metronome_events_sent_total{$db}"}, 32, 'events sent: 32');
 is($st->{unique_events}, 32, 'the mock accepted 32');
+is($m->{"metronome_mapping_events_sent_total{$db,mapping=\"tracks\"}"}, 20, 'sent by mapping: tracks 20');
+is($m->{"metronome_mapping_events_sent_total{$db,mapping=\"\"}"}, 12, 'sent by mapping: direct rows 12');
+is(scalar(grep { /^metronome_mapping_events_sent_total\{/ } keys %$m), 2, 'no other mapping');
 is($m->{"metronome_events_failed_total{$db}"}, 1, 'events failed: 1');
 is($m->{"metronome_events_retried_total{$db}"}, 7, 'events retried: 3 + 2 + 2 (the 401 changes no row)');
 cmp_ok($m->{"metronome_cycles_total{$db}"}, '>=', 7, 'cycles: at least one per phase and retry');
@@ -300,6 +303,8 @@ SKIP:
 	is(val($e, 'metronome_events_failed_total'), 1, 'exporter: events failed 1');
 	is(val($e, 'metronome_events_retried_total'), 7, 'exporter: events retried 7');
 	is(val($e, 'metronome_batch_splits_total'), 2, 'exporter: 2 splits');
+	is(val($e, 'metronome_mapping_events_sent_total', mapping => 'tracks'), 20, 'exporter: sent by tracks 20');
+	is(val($e, 'metronome_mapping_events_sent_total', mapping => ''), 17, 'exporter: sent directly 17');
 	for my $class (qw(2xx bad_batch auth config rate_limited transient network))
 	{
 		is(val($e, 'metronome_requests_total', class => $class, database => 'postgres'),
