@@ -2,11 +2,19 @@
 -- metrics: metronome_metrics() (Prometheus's text format) and
 -- metronome_metrics_table() without preloading: the counters are this
 -- session's (nothing shipped: all zero), the gauges come from the outbox.
--- Everything runs in a transaction that is rolled back, so the other tests
--- see the tables as they were.
+-- Everything runs in a transaction that is rolled back, and the sequences
+-- are set back after it, so the other tests see the tables as they were.
 --
 CREATE EXTENSION IF NOT EXISTS metronome;
 SET metronome.on_mapping_error = 'reject';
+SELECT (SELECT last_value FROM segment_events_id_seq) AS ev_last,
+       (SELECT is_called FROM segment_events_id_seq) AS ev_called,
+       (SELECT last_value FROM metronome_outbox_id_seq) AS ob_last,
+       (SELECT is_called FROM metronome_outbox_id_seq) AS ob_called,
+       (SELECT last_value FROM metronome_rejected_id_seq) AS rj_last,
+       (SELECT is_called FROM metronome_rejected_id_seq) AS rj_called,
+       (SELECT last_value FROM metronome_mappings_id_seq) AS mp_last,
+       (SELECT is_called FROM metronome_mappings_id_seq) AS mp_called \gset
 
 -- The reasons of rejected rows: a bounded set of words.
 SELECT e AS error, metronome_rejected_reason(e) AS reason
@@ -97,6 +105,10 @@ SELECT (SELECT count(*) FROM metronome_metrics_table()) =
        (SELECT count(*) FROM regexp_split_to_table(metronome_metrics(), E'\n') AS line
          WHERE line LIKE 'metronome_%') AS same_number_of_samples;
 ROLLBACK;
+SELECT setval('segment_events_id_seq', :ev_last, :'ev_called') IS NOT NULL AS ev,
+       setval('metronome_outbox_id_seq', :ob_last, :'ob_called') IS NOT NULL AS ob,
+       setval('metronome_rejected_id_seq', :rj_last, :'rj_called') IS NOT NULL AS rj,
+       setval('metronome_mappings_id_seq', :mp_last, :'mp_called') IS NOT NULL AS mp;
 
 -- Who may call them: not PUBLIC; a role granted EXECUTE needs nothing else
 -- (it may not read the outbox, yet gets its counts).

@@ -19,6 +19,8 @@
  *	  ship.c		claim / send / mark: one shipping cycle (worker and SQL)
  *	  worker.c		the background worker
  *	  status.c		shared-memory state, metronome_status()
+ *	  metrics.c		the delivery's counters and latency histogram (a leaf)
+ *	  metrics_sql.c	metronome_metrics(), metronome_metrics_table()
  *
  *-------------------------------------------------------------------------
  */
