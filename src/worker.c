@@ -45,6 +45,7 @@
 #include "delivery.h"
 #include "launcher.h"
 #include "metronome.h"
+#include "ratelimit.h"
 #include "retain.h"
 #include "miscadmin.h"
 #include "pg_compat.h"
@@ -93,6 +94,7 @@ DeliveryInit(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	StatusShmemInit();
+	RateLimitShmemInit();
 }
 
 /*
@@ -240,6 +242,13 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 
 	if (r.locked || r.busy)
 		return Min(metronome_poll_interval, 200);
+
+	if (r.rate_limited)
+	{
+		/* metronome.max_events_per_second: the latch wait is the pacing */
+		WorkerSetState(DELIVERY_SHIPPING);
+		return Max(ms_until(r.rate_until), 1);
+	}
 
 	if (r.gated)
 	{
