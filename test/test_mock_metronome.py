@@ -5,7 +5,8 @@ Starts test/mock_metronome.py on a free 127.0.0.1 port as a subprocess and
 checks what pg_metronome's tests rely on: validation like the real ingest API
 (400/401 with {"message"}), dedup counted in /_stats, exact recording of what
 was received, the fault script, delays, drops, rejected transaction_ids, gzip
-and chunked bodies, keep-alive, concurrency and the masked token in the log.
+and chunked bodies, keep-alive, concurrency and the masked token in the log;
+arrival rates (/_rates) and the rate_limit fault (429 without Retry-After).
 
 Run from the repository root:
     python3 -m unittest -v test/test_mock_metronome.py
