@@ -19,7 +19,8 @@
  * so that a full batch can always go and no one-second window carries more
  * than 1.1 times the rate plus one batch.  A request may start when the
  * bucket holds min(n, burst) tokens; it then takes all n (a request larger
- * than the burst puts the bucket into debt, which the next ones wait out).
+ * than the burst, possible only right after a reload lowered batch_size,
+ * puts the bucket into debt, which the next ones wait out).
  * Over any interval T at most burst + rate * T events start.
  *
  * The setting is PGC_SIGHUP and every process reads its own copy, which a

@@ -154,7 +154,11 @@ chomp $out;
 is($out, $n, 'the session shipped its database\'s 3,000 events');
 ok(wait_for(sub { $mock->stats->{unique_events} >= 3 * $n }, 60),
 	'the 9,000 events of the three databases are delivered');
-cmp_ok($waits, '>', 0, 'the session waited for the rate limit');
+{
+	# (sampled: under valgrind the session is too slow to be limited)
+	local $::TODO = timing_todo();
+	cmp_ok($waits, '>', 0, 'the session waited for the rate limit');
+}
 is($with_snapshot, 0, 'holding no snapshot and no transaction id');
 $r = $mock->rates(since => $t0);
 $dur = $r->{last} - $r->{first};
