@@ -1128,3 +1128,27 @@ COMMENT ON FUNCTION metronome_metrics_table() IS
 REVOKE ALL ON FUNCTION metronome_metrics() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_metrics_table() FROM PUBLIC;
 REVOKE ALL ON FUNCTION metronome_rejected_reason(text) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Rate limits: metronome.max_events_per_second, one token bucket for the
+-- whole server, and the adaptive slowdown after 429 without Retry-After
+-- (src/ratelimit.c).
+------------------------------------------------------------------------------
+
+CREATE FUNCTION metronome_rate_limit(
+    OUT setting integer,
+    OUT shared boolean,
+    OUT rate double precision,
+    OUT burst double precision,
+    OUT tokens double precision,
+    OUT slowdown boolean,
+    OUT slowdown_rate double precision,
+    OUT slowdown_peak double precision,
+    OUT slowdowns bigint,
+    OUT observed_rate double precision)
+RETURNS record
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'metronome_rate_limit';
+COMMENT ON FUNCTION metronome_rate_limit() IS
+  'The server''s rate limit of events sent to Metronome: the setting, the effective rate (NULL: no limit), the bucket, the adaptive slowdown after 429 answers, and the events started in the last second';
+REVOKE ALL ON FUNCTION metronome_rate_limit() FROM PUBLIC;

@@ -125,6 +125,10 @@ typedef struct ShipResult
 	bool		budget_cut;		/* stopped starting requests: out of time */
 	TimestampTz gate_until;
 	TimestampTz next_due;		/* claimed nothing: the next retry (DT_NOEND) */
+	bool		rate_limited;	/* metronome.max_events_per_second (or the
+								 * adaptive slowdown): nothing claimed, no
+								 * request before rate_until */
+	TimestampTz rate_until;
 } ShipResult;
 
 /* How a cycle runs its two short transactions (claim, acknowledgement). */

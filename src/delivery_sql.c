@@ -2,7 +2,7 @@
  *
  * delivery_sql.c
  *	  The SQL surface of the delivery that is not a shipping cycle:
- *	  metronome_status().  (CALL metronome_ship() and
+ *	  metronome_status(), metronome_rate_limit().  (CALL metronome_ship() and
  *	  metronome_check_connection() are in ship.c, next to the HTTP client
  *	  they drive.)
  *
@@ -16,10 +16,12 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "metronome.h"
+#include "ratelimit.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(metronome_status);
+PG_FUNCTION_INFO_V1(metronome_rate_limit);
 
 /*
  * metronome_status() -> (worker_pid, state, pending, failed, oldest_pending,
@@ -109,5 +111,41 @@ metronome_status(PG_FUNCTION_ARGS)
 	values[8] = Int64GetDatum((int64) snap.sent_total);
 	values[9] = Int64GetDatum((int64) snap.requests_total);
 
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * metronome_rate_limit() -> (setting, shared, rate, burst, tokens,
+ *		slowdown, slowdown_rate, slowdown_peak, slowdowns, observed_rate)
+ *
+ * The server's rate limit (ratelimit.c): the setting in force, the
+ * effective rate (NULL: no limit), the bucket, the adaptive slowdown, and
+ * the events started in the last second.
+ */
+Datum
+metronome_rate_limit(PG_FUNCTION_ARGS)
+{
+	RateLimitView v;
+	TupleDesc	tupdesc;
+	Datum		values[10];
+	bool		nulls[10];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	RateLimitRead(&v);
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int32GetDatum(v.setting);
+	values[1] = BoolGetDatum(v.shared);
+	values[2] = Float8GetDatum(v.rate);
+	values[3] = Float8GetDatum(v.burst);
+	values[4] = Float8GetDatum(v.tokens);
+	nulls[2] = nulls[3] = nulls[4] = (v.rate <= 0);
+	values[5] = BoolGetDatum(v.slowdown);
+	values[6] = Float8GetDatum(v.slowdown_rate);
+	nulls[6] = !v.slowdown;
+	values[7] = Float8GetDatum(v.slowdown_peak);
+	nulls[7] = (v.slowdowns == 0);
+	values[8] = Int64GetDatum(v.slowdowns);
+	values[9] = Float8GetDatum(v.observed);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

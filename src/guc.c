@@ -49,6 +49,7 @@ char	   *metronome_ca_file = NULL;
 char	   *metronome_database = NULL;
 int			metronome_batch_size = 100;
 int			metronome_max_inflight = 4;
+int			metronome_max_events_per_second = 0;
 int			metronome_poll_interval = 1000;
 int			metronome_request_timeout = 10000;
 int			metronome_max_backoff = 300000;
@@ -450,6 +451,15 @@ MetronomeDefineSettings(void)
 							NULL,
 							&metronome_max_inflight,
 							4, 1, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("metronome.max_events_per_second",
+							"Events per second the whole server sends to Metronome (0 = no limit).",
+							"One token bucket shared by every delivery worker and CALL metronome_ship() of the server (per session without preloading).",
+							&metronome_max_events_per_second,
+							0, 0, 10000000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -47,6 +47,7 @@ extern char *metronome_ca_file;		/* "" = the system's authorities */
 extern char *metronome_database;
 extern int	metronome_batch_size;		/* events per request, 1..100 */
 extern int	metronome_max_inflight;		/* concurrent requests */
+extern int	metronome_max_events_per_second;	/* 0 = no limit */
 extern int	metronome_poll_interval;	/* milliseconds */
 extern int	metronome_request_timeout;	/* milliseconds */
 extern int	metronome_max_backoff;		/* milliseconds */

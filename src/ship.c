@@ -102,6 +102,15 @@
  * SHIP_PROCEDURE) 1.31-1.40 s (143,000-153,000 events/s).  The full
  * figures are test/bench/'s.
  *
+ * Rate limit (ratelimit.c): a cycle starts only when the server's bucket
+ * could give a batch its tokens (else it returns rate_limited, and the
+ * worker sleeps on its latch, CALL metronome_ship() commits and sleeps),
+ * claims no more than the limit lets go within the cycle's time, and takes
+ * a batch's tokens before each request starts; while they come it waits
+ * on the HTTP client (requests out) or its latch (none), never past the
+ * cycle's time.  A 429 without Retry-After halves the rate (the adaptive
+ * slowdown), successes win it back; each change of regime is logged.
+ *
  * Backoff: after n consecutive transient failures, min(max_backoff,
  * 500 ms * 2^(n-1)) * (1 - 0.25 * random), as Metronome's SDKs do; a
  * Retry-After or retry-after-ms answer replaces it (capped by
@@ -129,7 +138,11 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "pg_compat.h"
+#include "postmaster/interrupt.h"
+#include "ratelimit.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "utils/array.h"
@@ -293,6 +306,10 @@ static void ship_send(Cycle *c, ShipResult *result);
 static void ship_acknowledge(Cycle *c, ShipResult *result);
 static int64 ship_retry_delay(ShipBatch *b, int64 retry_after_ms,
 							  double random01);
+static void ship_rate_change(RateLimitChange change, double rate,
+							 double observed);
+static void ship_rate_wait(long ms, bool *woken);
+static int64 ship_rate_cap(int64 max_events);
 
 /*
  * Backoff delay (ms) after `failures` consecutive transient failures.
@@ -1142,6 +1159,12 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 		case HTTP_CLASS_OK:
 			ship_outcome(b, OUTCOME_SENT, NULL, 0);
 			StatusGateReset();
+			{
+				double		rate;
+
+				ship_rate_change(RateLimitSpeedUp(GetCurrentTimestamp(), &rate),
+								 rate, 0);
+			}
 			return true;
 
 		case HTTP_CLASS_BAD_BATCH:
@@ -1193,6 +1216,17 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 				double		r = ship_jitter();
 				int64		delay = ship_retry_delay(b, req->retry_after_ms, r);
 
+				/* the account's limit, for an unknown time: slow down */
+				if (req->status == 429 && req->retry_after_ms < 0)
+				{
+					double		rate;
+					double		observed;
+					RateLimitChange change;
+
+					change = RateLimitSlowDown(GetCurrentTimestamp(),
+											   &rate, &observed);
+					ship_rate_change(change, rate, observed);
+				}
 				error = MemoryContextStrdup(c->cxt, req->error);
 				ship_outcome(b, OUTCOME_RETRY, error,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay));
@@ -1218,25 +1252,45 @@ ship_send(Cycle *c, ShipResult *result)
 {
 	HttpClient *http = get_client();
 	bool		go = true;
+	bool		woken = false;
 
 	pending = c;
 	ship_make_batches(c, 0, c->nrows);
 	while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
 	{
 		HttpRequest *req;
+		int64		rate_wait_us = 0;
 
-		/* keep max_inflight requests going */
+		/* keep max_inflight requests going, as the rate limit allows */
 		while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
 		{
-			ShipBatch  *b = c->q[c->head++];
+			ShipBatch  *b = c->q[c->head];
 			bool		started;
 
+			rate_wait_us = RateLimitTake(b->n, GetCurrentTimestamp());
+			if (rate_wait_us > 0)
+				break;
+			c->head++;
 			req = ship_start_batch(http, b, c, &started);
 			if (!started)
 				go = ship_handle_done(req, c, result);
 		}
 		if (HttpInFlight(http) > 0)
-			HttpWait(http, WAIT_SLICE_MS);
+			HttpWait(http, rate_wait_us > 0 ?
+					 (int) Min(WAIT_SLICE_MS, rate_wait_us / 1000 + 1) :
+					 WAIT_SLICE_MS);
+		else if (rate_wait_us > 0)
+		{
+			/* nothing out: the latch, for interrupts and the postmaster */
+			ship_rate_wait((long) Min(WAIT_SLICE_MS, rate_wait_us / 1000 + 1),
+						   &woken);
+			/* the worker reloads the settings between cycles */
+			if (ConfigReloadPending && AmDeliveryWorker() && go)
+			{
+				go = false;
+				result->budget_cut = true;
+			}
+		}
 		CHECK_FOR_INTERRUPTS();
 		while ((req = HttpNextDone(http)) != NULL)
 		{
@@ -1255,6 +1309,83 @@ ship_send(Cycle *c, ShipResult *result)
 		}
 	}
 	ship_release_requests(c);
+	/* a commit's wake-up that the rate limit's wait consumed */
+	if (woken)
+		SetLatch(MyLatch);
+}
+
+/*
+ * Log a change of the adaptive slowdown's regime (its start and end at
+ * LOG, its steps at DEBUG1).
+ */
+static void
+ship_rate_change(RateLimitChange change, double rate, double observed)
+{
+	switch (change)
+	{
+		case RATELIMIT_UNCHANGED:
+			break;
+		case RATELIMIT_SLOWDOWN_STARTED:
+			ereport(LOG,
+					(errmsg("Metronome answered 429 without Retry-After: sending at most %.0f events per second",
+							rate),
+					 errdetail("About %.0f events per second were being sent; the rate rises again after successes.",
+							   observed),
+					 errhint("See metronome_rate_limit().  metronome.max_events_per_second limits the rate for good.")));
+			break;
+		case RATELIMIT_SLOWED:
+			ereport(DEBUG1,
+					(errmsg("Metronome answered 429 again: sending at most %.0f events per second",
+							rate)));
+			break;
+		case RATELIMIT_SPED_UP:
+			ereport(DEBUG1,
+					(errmsg("sending at most %.0f events per second", rate)));
+			break;
+		case RATELIMIT_SLOWDOWN_ENDED:
+			if (metronome_max_events_per_second > 0)
+				ereport(LOG,
+						(errmsg("no 429 from Metronome for a while: back to metronome.max_events_per_second (%d events per second)",
+								metronome_max_events_per_second)));
+			else
+				ereport(LOG,
+						(errmsg("no 429 from Metronome for a while: the rate is no longer limited")));
+			break;
+	}
+}
+
+/*
+ * The rows a cycle claims under the rate limit: what it lets go within the
+ * cycle's time (and no more than max_events, when > 0).
+ */
+static int64
+ship_rate_cap(int64 max_events)
+{
+	int64		cap = RateLimitCycleEvents(CYCLE_BUDGET_MS);
+
+	if (cap > 0 && (max_events <= 0 || cap < max_events))
+		return cap;
+	return max_events;
+}
+
+/*
+ * Wait ms milliseconds for the rate limit on the latch (interrupts and
+ * SIGHUP set it; no transaction's snapshot is held).  *woken records a
+ * latch set meanwhile, to be set again after the cycle.
+ */
+static void
+ship_rate_wait(long ms, bool *woken)
+{
+	int			rc;
+
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				   Max(ms, 1), PgCompatWaitEvent("MetronomeRateLimit"));
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		*woken = true;
+	}
+	CHECK_FOR_INTERRUPTS();
 }
 
 /* the error text a row's outcome stores */
@@ -1465,6 +1596,18 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 		result->gated = true;
 		return;
 	}
+	if (!dry_run)
+	{
+		int64		wait_us = RateLimitReady(now);
+
+		/* no batch could start yet: claim nothing */
+		if (wait_us > 0)
+		{
+			result->rate_limited = true;
+			result->rate_until = now + wait_us;
+			return;
+		}
+	}
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "metronome ship cycle",
 								ALLOCSET_DEFAULT_SIZES);
@@ -1483,7 +1626,8 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
 		ship_xact_begin(ctx);
-		(void) ship_claim(c, max_events, result);
+		(void) ship_claim(c, dry_run ? max_events : ship_rate_cap(max_events),
+						  result);
 		ship_xact_commit(ctx);
 
 		if (c->nrows > 0)
@@ -1741,6 +1885,28 @@ metronome_ship(PG_FUNCTION_ARGS)
 						 kind != DELIVERY_GATE_TRANSIENT ?
 						 errhint("Fix metronome.api_token or metronome.ingest_url and reload; see metronome_status().") : 0));
 				break;
+			}
+			if (r.rate_limited)
+			{
+				/*
+				 * Wait for the rate limit with no transaction's snapshot:
+				 * end the procedure's transaction first (it holds none of
+				 * our writes).
+				 */
+				bool		woken = false;
+
+				SPI_commit();
+				while (GetCurrentTimestamp() < r.rate_until)
+				{
+					long		secs;
+					int			us;
+
+					TimestampDifference(GetCurrentTimestamp(), r.rate_until,
+										&secs, &us);
+					ship_rate_wait((long) Min(secs * 1000 + us / 1000 + 1, 1000),
+								   &woken);
+				}
+				continue;
 			}
 			if (!r.full || (max_events > 0 && handled >= max_events))
 				break;

@@ -46,6 +46,7 @@
 #include "launcher.h"
 #include "metronome.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "retain.h"
 #include "miscadmin.h"
 #include "pg_compat.h"
@@ -95,6 +96,7 @@ DeliveryInit(void)
 		return;
 	StatusShmemInit();
 	MetricsShmemInit();
+	RateLimitShmemInit();
 }
 
 /*
@@ -242,6 +244,13 @@ delivery_cycle(MemoryContext cxt, int *errors, bool *said_no_extension)
 
 	if (r.locked || r.busy)
 		return Min(metronome_poll_interval, 200);
+
+	if (r.rate_limited)
+	{
+		/* metronome.max_events_per_second: the latch wait is the pacing */
+		WorkerSetState(DELIVERY_SHIPPING);
+		return Max(ms_until(r.rate_until), 1);
+	}
 
 	if (r.gated)
 	{

@@ -30,11 +30,22 @@ Control endpoints (no token needed; JSON answers):
                     "dropped", "gzip_requests", "bytes", "connections",
                     "open_connections", "max_open_connections", "inflight",
                     "max_inflight", "script_remaining", "recorded_requests",
-                    "unrecorded_requests"}
+                    "unrecorded_requests", "rate_limited"}
                    "requests" counts ingest requests (control calls are not
                    counted); "max_inflight" is the most ingest requests ever
                    between their complete receipt and their answer at once
-                   (meaningful with a delay fault).
+                   (meaningful with a delay fault).  "rate_limited" counts
+                   the 429 answers of the rate_limit fault.
+  GET  /_rates     arrival rates, for tests of the sender's rate limit:
+                   {"requests", "events" (accepted), "first", "last" (arrival
+                   times, Unix seconds, of the first and last request that
+                   had events accepted; null if none), "rate" (events / (last
+                   - first), null under two such requests), "window" (S of
+                   ?window=S, default 1), "max_window_events" (the most
+                   events accepted within any S seconds), "seconds": [{"second"
+                   (Unix second), "requests", "events", "by_status"}, ...]}.
+                   ?since=T counts only arrivals at T (Unix seconds) or
+                   later.  Kept for the last 1,000,000 ingest requests.
   GET  /_events    JSON list of the accepted unique events, in arrival order,
                    keys in the order they were sent.  ?offset=N skips N.
   GET  /_requests  JSON list of the ingest requests: {"seq", "time", "method",
@@ -42,7 +53,8 @@ Control endpoints (no token needed; JSON answers):
                    masked as "Bearer ****"), "auth" ("ok"|"missing"|"wrong"),
                    "body" (the raw body text, after gunzip), "events" (count or
                    null), "status" (answered; null when dropped), "fault"
-                   (the script entry used, or null)}.  ?since=SEQ gives only
+                   (the script entry used, or null), "t" (arrival, Unix
+                   seconds as a float)}.  ?since=SEQ gives only
                    those with seq > SEQ.
   GET  /_wait?unique_events=N[&requests=M...][&timeout=S]
                    answers once every named /_stats counter is >= its value,
@@ -65,6 +77,15 @@ Faults (POST /_faults body, or --faults JSON / --faults @file at start):
     "reject_transaction_ids": ["tx1"]    400 {"message" naming the id} for any
                                          batch holding one of them (replaces
                                          the set; [] clears it)
+    "rate_limit": {"events_per_second": 2000, "window": 1}
+                                         a simulated account limit: a valid
+                                         batch that would bring the events
+                                         accepted within the last `window`
+                                         seconds (default 1) above
+                                         events_per_second * window is
+                                         answered 429 {"message"} WITHOUT
+                                         Retry-After and not recorded
+                                         (null clears it)
   }
   Keys left out keep their value.  The script is consumed one entry per
   ingest request (whatever its token or body); when it is empty the mock
@@ -165,6 +186,7 @@ MAX_EVENTS = 100
 MAX_TXID = 128
 MAX_BODY = 16 * 1024 * 1024
 MAX_HEADER = 64 * 1024
+MAX_ARRIVALS = 1000000
 EVENT_KEYS = frozenset(("transaction_id", "customer_id", "event_type",
                         "timestamp", "properties"))
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?"
@@ -361,6 +383,25 @@ def normalize_entry(entry):
     return e
 
 
+def normalize_rate_limit(spec):
+    """A rate_limit fault in its dict form; ValueError when malformed."""
+    if not isinstance(spec, dict):
+        raise ValueError("rate_limit must be an object or null")
+    unknown = set(spec) - {"events_per_second", "window"}
+    if unknown:
+        raise ValueError("unknown key(s) in rate_limit: %s"
+                         % ", ".join(sorted(unknown)))
+    eps = spec.get("events_per_second")
+    if type(eps) not in (int, float) or eps <= 0:
+        raise ValueError("rate_limit.events_per_second must be a positive "
+                         "number")
+    window = spec.get("window", 1)
+    if type(window) not in (int, float) or not 0 < window <= 60:
+        raise ValueError("rate_limit.window must be a number of seconds "
+                         "above 0, at most 60")
+    return {"events_per_second": eps, "window": window}
+
+
 class Faults:
     """The fault settings: a script of answers, a delay, rejected ids."""
 
@@ -368,13 +409,14 @@ class Faults:
         self.script = collections.deque()
         self.delay = 0.0
         self.reject = set()
+        self.rate_limit = None
 
     def apply(self, spec):
         """Apply a /_faults JSON object; ValueError on a bad one (unchanged)."""
         if not isinstance(spec, dict):
             raise ValueError("faults must be a JSON object")
         unknown = set(spec) - {"clear", "script", "append", "delay",
-                               "reject_transaction_ids"}
+                               "reject_transaction_ids", "rate_limit"}
         if unknown:
             raise ValueError("unknown fault key(s): %s"
                              % ", ".join(sorted(unknown)))
@@ -395,6 +437,9 @@ class Faults:
         if rej is not None and not (isinstance(rej, list) and
                                     all(isinstance(x, str) for x in rej)):
             raise ValueError("reject_transaction_ids must be a list of strings")
+        rate = spec.get("rate_limit")
+        if rate is not None:
+            rate = normalize_rate_limit(rate)
         if spec.get("clear"):
             self.__init__()
         if script is not None:
@@ -405,11 +450,14 @@ class Faults:
             self.delay = float(delay)
         if rej is not None:
             self.reject = set(rej)
+        if "rate_limit" in spec:
+            self.rate_limit = rate
 
     def as_json(self):
         """The current faults in the /_faults format."""
         return {"script": list(self.script), "delay": self.delay,
-                "reject_transaction_ids": sorted(self.reject)}
+                "reject_transaction_ids": sorted(self.reject),
+                "rate_limit": self.rate_limit}
 
 
 class Mock:
@@ -443,6 +491,12 @@ class Mock:
         self.s_connections = 0
         self.max_open = self.open_connections
         self.inflight = self.max_inflight = 0
+        self.s_rate_limited = 0
+        # (arrival time, events accepted, status) of each ingest request
+        self.arrivals = collections.deque(maxlen=MAX_ARRIVALS)
+        # the rate_limit fault's window: (time, events accepted)
+        self.rl_window = collections.deque()
+        self.rl_sum = 0
 
     def stats(self):
         """The /_stats answer."""
@@ -456,7 +510,8 @@ class Mock:
                 "inflight": self.inflight, "max_inflight": self.max_inflight,
                 "script_remaining": len(self.faults.script),
                 "recorded_requests": len(self.records),
-                "unrecorded_requests": self.unrecorded}
+                "unrecorded_requests": self.unrecorded,
+                "rate_limited": self.s_rate_limited}
 
     def events(self, offset):
         """The accepted unique events in arrival order (from recorded bodies)."""
@@ -496,6 +551,7 @@ class Mock:
         self.s_requests += 1
         self.seq += 1
         self.s_bytes += len(raw)
+        t_arrival = time.time()
         entry = self.faults.script.popleft() if self.faults.script else None
         delay = self.faults.delay + (entry.get("delay", 0) if entry else 0)
 
@@ -562,6 +618,13 @@ class Mock:
             except BadRequest as e:
                 status, message = 400, str(e)
             else:
+                limit = self.over_rate_limit(t_arrival, nevents)
+                if limit is not None:
+                    status = 429
+                    message = ("Rate limit exceeded: at most %g events per "
+                               "second (mock fault rate_limit)" % limit)
+                    self.s_rate_limited += 1
+            if status == 200:
                 seen = self.seen
                 if seen.isdisjoint(txs) and len(set(txs)) == nevents:
                     seen.update(txs)
@@ -607,6 +670,8 @@ class Mock:
             body = json.dumps({"message": message}).encode("utf-8")
             extra.append(("Content-Type", "application/json"))
 
+        self.arrivals.append((t_arrival, nevents if uniq is not None else 0,
+                              answered))
         masked = mask_headers(headers)
         tnow = now_iso()
         if self.logf is not None:
@@ -617,12 +682,65 @@ class Mock:
                 "seq": self.seq, "time": tnow, "method": method, "path": path,
                 "headers": masked, "auth": auth, "body": text,
                 "events": nevents, "status": answered, "fault": entry,
-                "_unique": uniq})
+                "t": t_arrival, "_unique": uniq})
         else:
             self.unrecorded += 1
         return {"status": status, "body": body, "headers": extra,
                 "delay": delay, "drop": drop,
                 "reset": bool(entry and entry.get("reset"))}
+
+    def over_rate_limit(self, now, nevents):
+        """The rate_limit fault: its events_per_second if a batch of nevents
+        accepted now would exceed it (the batch is then not counted), else
+        None (the batch is counted in the window)."""
+        rl = self.faults.rate_limit
+        if rl is None:
+            return None
+        w = self.rl_window
+        while w and w[0][0] <= now - rl["window"]:
+            self.rl_sum -= w.popleft()[1]
+        if self.rl_sum + nevents > rl["events_per_second"] * rl["window"]:
+            return rl["events_per_second"]
+        w.append((now, nevents))
+        self.rl_sum += nevents
+        return None
+
+    def rates(self, query):
+        """The /_rates answer (see the module's docstring)."""
+        window = float(query.get("window", "1"))
+        if not 0 < window <= 3600:
+            raise ValueError("window must be above 0, at most 3600 seconds")
+        since = float(query.get("since", "0"))
+        arr = [a for a in self.arrivals if a[0] >= since]
+        seconds = {}
+        for t, n, st in arr:
+            b = seconds.get(int(t))
+            if b is None:
+                b = seconds[int(t)] = {"second": int(t), "requests": 0,
+                                       "events": 0, "by_status": {}}
+            b["requests"] += 1
+            b["events"] += n
+            key = str(st)
+            b["by_status"][key] = b["by_status"].get(key, 0) + 1
+        acc = [(t, n) for t, n, st in arr if n]
+        best = 0
+        total = 0
+        lo = 0
+        for t, n in acc:
+            total += n
+            while acc[lo][0] <= t - window:
+                total -= acc[lo][1]
+                lo += 1
+            best = max(best, total)
+        first = acc[0][0] if acc else None
+        last = acc[-1][0] if acc else None
+        events = sum(n for t, n in acc)
+        return {"requests": len(arr), "events": events, "first": first,
+                "last": last,
+                "rate": (events / (last - first)
+                         if acc and last > first else None),
+                "window": window, "max_window_events": best,
+                "seconds": [seconds[k] for k in sorted(seconds)]}
 
     def write_log(self, tnow, method, path, masked, auth, text, parsed,
                   answered, entry):
@@ -648,6 +766,8 @@ class Mock:
             return 200, self.stats()
         if path == "/_events" and method == "GET":
             return 200, self.events(int(query.get("offset", "0")))
+        if path == "/_rates" and method == "GET":
+            return 200, self.rates(query)
         if path == "/_requests" and method == "GET":
             since = int(query.get("since", "0"))
             return 200, [{k: v for k, v in r.items() if k != "_unique"}
@@ -667,7 +787,8 @@ class Mock:
         if path == "/_reset" and method == "POST":
             self.reset()
             return 200, {"reset": True}
-        if path in ("/_stats", "/_events", "/_requests", "/_faults", "/_reset"):
+        if path in ("/_stats", "/_events", "/_requests", "/_faults", "/_reset",
+                    "/_rates"):
             return 405, {"message": "Method %s not allowed on %s"
                          % (method, path)}
         return 404, {"message": "Not found: %s" % path}

@@ -5,7 +5,8 @@ Starts test/mock_metronome.py on a free 127.0.0.1 port as a subprocess and
 checks what pg_metronome's tests rely on: validation like the real ingest API
 (400/401 with {"message"}), dedup counted in /_stats, exact recording of what
 was received, the fault script, delays, drops, rejected transaction_ids, gzip
-and chunked bodies, keep-alive, concurrency and the masked token in the log.
+and chunked bodies, keep-alive, concurrency and the masked token in the log;
+arrival rates (/_rates) and the rate_limit fault (429 without Retry-After).
 
 Run from the repository root:
     python3 -m unittest -v test/test_mock_metronome.py
@@ -468,6 +469,105 @@ class Faults(MockTestCase):
         self.assertError(500, self.post([], token="wrong"))
         self.assertError(503, self.post([event("a")]))
         self.assertError(401, self.post([event("a")], token="wrong"))
+
+
+class Rates(MockTestCase):
+    """Arrival rates (/_rates, "t" in /_requests) and the rate_limit fault."""
+
+    def batch(self, prefix, n):
+        return [event("%s-%d" % (prefix, i)) for i in range(n)]
+
+    def test_rates_count_arrivals_per_second(self):
+        before = time.time()
+        self.assertEqual(self.post(self.batch("a", 10))[0], 200)
+        self.assertEqual(self.post(self.batch("b", 5))[0], 200)
+        self.assertError(401, self.post(self.batch("c", 3), token="wrong"))
+        after = time.time()
+        st, r = self.control("GET", "/_rates")
+        self.assertEqual(st, 200)
+        self.assertEqual((r["requests"], r["events"]), (3, 15))
+        self.assertTrue(before <= r["first"] <= r["last"] <= after, r)
+        self.assertEqual(sum(b["requests"] for b in r["seconds"]), 3)
+        self.assertEqual(sum(b["events"] for b in r["seconds"]), 15)
+        statuses = {}
+        for b in r["seconds"]:
+            for k, v in b["by_status"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        self.assertEqual(statuses, {"200": 2, "401": 1})
+        self.assertEqual(r["max_window_events"], 15)
+        reqs = self.control("GET", "/_requests")[1]
+        self.assertEqual([type(q["t"]) for q in reqs], [float] * 3)
+        self.assertTrue(reqs[0]["t"] <= reqs[1]["t"] <= reqs[2]["t"])
+        # since: only the arrivals from then on
+        since = self.control("GET", "/_rates?since=%f" % (after + 1))[1]
+        self.assertEqual((since["requests"], since["events"], since["first"],
+                          since["rate"]), (0, 0, None, None))
+        self.control("POST", "/_reset")
+        self.assertEqual(self.control("GET", "/_rates")[1]["requests"], 0)
+
+    def test_rate_and_max_window(self):
+        for i in range(3):
+            self.assertEqual(self.post(self.batch("w%d" % i, 20))[0], 200)
+            time.sleep(0.3)
+        r = self.control("GET", "/_rates?window=0.2")[1]
+        self.assertEqual(r["events"], 60)
+        self.assertEqual(r["window"], 0.2)
+        # 0.3 s apart: no 0.2 s window holds two batches
+        self.assertEqual(r["max_window_events"], 20)
+        self.assertAlmostEqual(r["rate"], 60 / (r["last"] - r["first"]))
+        self.assertLess(r["rate"], 60 / 0.5)
+        self.assertEqual(self.control("GET", "/_rates?window=10")[1]
+                         ["max_window_events"], 60)
+        self.assertEqual(self.control("GET", "/_rates?window=0")[0], 400)
+
+    def test_rate_limit_answers_429_without_retry_after(self):
+        f = self.faults(rate_limit={"events_per_second": 150, "window": 0.5})
+        self.assertEqual(f["rate_limit"],
+                         {"events_per_second": 150, "window": 0.5})
+        self.assertEqual(self.post(self.batch("x", 70))[0], 200)
+        got = self.post(self.batch("y", 10))
+        self.assertEqual(got[0], 429)
+        self.assertIsNone(got[1].getheader("Retry-After"))
+        self.assertIsNone(got[1].getheader("retry-after-ms"))
+        self.assertError(429, got, "Rate limit")
+        # 70 + 5 = 75 = 150 events/s * 0.5 s: still within
+        self.assertEqual(self.post(self.batch("z", 5))[0], 200)
+        s = self.stats()
+        self.assertEqual((s["unique_events"], s["rate_limited"],
+                          s["by_status"]), (75, 1, {"200": 2, "429": 1}))
+        # the refused batch was not recorded; once the window has passed
+        # it is accepted
+        time.sleep(0.6)
+        self.assertEqual(self.post(self.batch("y", 10))[0], 200)
+        self.assertEqual(len(self.control("GET", "/_events")[1]), 85)
+        r = self.control("GET", "/_rates")[1]
+        self.assertEqual((r["requests"], r["events"]), (4, 85))
+        # invalid batches and bad tokens are refused as before, not limited
+        self.assertError(400, self.post([event("")]))
+        self.assertError(401, self.post(self.batch("q", 1), token="wrong"))
+        self.assertEqual(self.stats()["rate_limited"], 1)
+
+    def test_rate_limit_cleared_and_validated(self):
+        self.faults(rate_limit={"events_per_second": 1})
+        self.assertEqual(self.control("GET", "/_faults")[1]["rate_limit"],
+                         {"events_per_second": 1, "window": 1})
+        self.assertEqual(self.post(self.batch("a", 1))[0], 200)
+        self.assertEqual(self.post(self.batch("b", 1))[0], 429)
+        self.faults(rate_limit=None)
+        self.assertEqual(self.post(self.batch("b", 1))[0], 200)
+        self.faults(rate_limit={"events_per_second": 1})
+        self.control("DELETE", "/_faults")
+        self.assertEqual(self.post(self.batch("c", 1))[0], 200)
+        for spec in ({"rate_limit": 5}, {"rate_limit": {}},
+                     {"rate_limit": {"events_per_second": 0}},
+                     {"rate_limit": {"events_per_second": 5, "window": 0}},
+                     {"rate_limit": {"events_per_second": 5, "window": 61}},
+                     {"rate_limit": {"events_per_second": 5, "x": 1}}):
+            with self.subTest(spec=spec):
+                st, body = self.control("POST", "/_faults", spec)
+                self.assertEqual(st, 400)
+                self.assertIn("rate_limit", body["message"])
+        self.assertIsNone(self.control("GET", "/_faults")[1]["rate_limit"])
 
 
 class Waiting(MockTestCase):

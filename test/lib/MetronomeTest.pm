@@ -254,6 +254,16 @@ sub requests
 	return $self->_call('GET', "/_requests$q");
 }
 
+# GET /_rates (since => Unix time, window => seconds): arrival rates.
+sub rates
+{
+	my ($self, %o) = @_;
+	my @q;
+	push @q, "since=$o{since}"   if defined $o{since};
+	push @q, "window=$o{window}" if defined $o{window};
+	return $self->_call('GET', '/_rates' . (@q ? '?' . join('&', @q) : ''));
+}
+
 # GET /_events: the accepted unique events in arrival order.
 sub events { return $_[0]->_call('GET', '/_events'); }
 
