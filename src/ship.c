@@ -133,11 +133,13 @@
 #include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/snapmgr.h"
+#include "utils/xid8.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(metronome_ship);
@@ -177,7 +179,7 @@ typedef struct ShipRow
 {
 	int64		id;
 	bool		from_state;		/* an exception row (else a queue row) */
-	char	   *txid;			/* queue rows: xid8 as text */
+	uint64		txid;			/* queue rows: the inserting transaction (xid8) */
 	int32		attempts;		/* exception rows: attempts so far */
 	char	   *mapping;		/* NULL when inserted directly */
 	TimestampTz ts;
@@ -378,22 +380,23 @@ ship_ensure_plans(Oid relid)
 										" AND EXISTS (SELECT 1 FROM %1$s.metronome_delivery d2"
 										" WHERE d2.system_id IS NOT NULL)", s), 0, NULL);
 	plans.lock = ship_prepare(psprintf(
-									   "SELECT lease_pid, lease_until, system_id::text, last_snap::text,"
+									   "SELECT lease_pid, lease_until, system_id::text,"
 									   " cur_snap::text, pos_txid::text, pos_id,"
-									   " pg_catalog.pg_current_snapshot()::text"
+									   " pg_catalog.pg_current_snapshot()::text, last_snap,"
+									   " coalesce(cur_snap, pg_catalog.pg_current_snapshot())"
 									   " FROM %s.metronome_delivery FOR UPDATE", s), 0, NULL);
 
 	plans.main = ship_prepare(psprintf(
-									   "SELECT q.txid::text, q.id, q.transaction_id, q.customer_id, q.event_type,"
+									   "SELECT q.txid, q.id, q.transaction_id, q.customer_id, q.event_type,"
 									   " q.\"timestamp\", q.properties::text, q.mapping, q.created_at"
 									   " FROM %s.metronome_queue q"
-									   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)"
-									   " AND q.txid < pg_catalog.pg_snapshot_xmax($2::pg_catalog.pg_snapshot)"
+									   " WHERE q.txid >= pg_catalog.pg_snapshot_xmin($1)"
+									   " AND q.txid < pg_catalog.pg_snapshot_xmax($2)"
 									   " AND (q.txid, q.id) > ($3::pg_catalog.xid8, $4)"
-									   " AND pg_catalog.pg_visible_in_snapshot(q.txid, $2::pg_catalog.pg_snapshot)"
-									   " AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $1::pg_catalog.pg_snapshot)"
+									   " AND pg_catalog.pg_visible_in_snapshot(q.txid, $2)"
+									   " AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $1)"
 									   " ORDER BY q.txid, q.id LIMIT $5", s),
-							  5, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID});
+							  5, (Oid[]) {PG_SNAPSHOTOID, PG_SNAPSHOTOID, TEXTOID, INT8OID, INT8OID});
 
 	plans.state = ship_prepare(psprintf(
 										"SELECT id, transaction_id, customer_id, event_type, \"timestamp\","
@@ -796,9 +799,10 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	TupleDesc	desc;
 	bool		isnull;
 	char	   *sysid;
-	char	   *last_snap;
 	char	   *cur_snap;
 	char	   *snap_now;
+	Datum		last_bin;
+	Datum		upper_bin;
 	char		mine[32];
 	Datum		args[6];
 	char		nulls[6];
@@ -871,11 +875,13 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	}
 
 	old = MemoryContextSwitchTo(c->cxt);
-	last_snap = ship_text(tup, desc, 4);
-	cur_snap = ship_text(tup, desc, 5);
-	c->pos_txid = ship_text(tup, desc, 6);
-	c->pos_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-	snap_now = ship_text(tup, desc, 8);
+	cur_snap = ship_text(tup, desc, 4);
+	c->pos_txid = ship_text(tup, desc, 5);
+	c->pos_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	snap_now = ship_text(tup, desc, 7);
+	/* the batch's bounds as pg_snapshot values: no text to parse per row */
+	last_bin = datumCopy(SPI_getbinval(tup, desc, 8, &isnull), false, -1);
+	upper_bin = datumCopy(SPI_getbinval(tup, desc, 9, &isnull), false, -1);
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 
@@ -918,8 +924,8 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	{
 		int			want = limit - c->nrows;
 
-		args[0] = CStringGetTextDatum(last_snap);
-		args[1] = CStringGetTextDatum(cur_snap ? cur_snap : snap_now);
+		args[0] = last_bin;
+		args[1] = upper_bin;
 		args[2] = CStringGetTextDatum(c->pos_txid);
 		args[3] = Int64GetDatum(c->pos_id);
 		args[4] = Int64GetDatum(want);
@@ -933,7 +939,7 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 
 			tup = SPI_tuptable->vals[i];
 			desc = SPI_tuptable->tupdesc;
-			r->txid = ship_text(tup, desc, 1);
+			r->txid = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 1, &isnull)));
 			r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 			r->ev.transaction_id = ship_text(tup, desc, 3);
 			r->ev.customer_id = ship_text(tup, desc, 4);
@@ -989,7 +995,8 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 		nulls[0] = 'n';
 	args[1] = Int32GetDatum(MyProcPid);
 	args[2] = TimestampTzGetDatum(c->lease_until);
-	args[3] = CStringGetTextDatum(nmain > 0 ? c->rows[c->nrows - 1].txid : c->pos_txid);
+	args[3] = CStringGetTextDatum(nmain > 0 ? psprintf(UINT64_FORMAT, c->rows[c->nrows - 1].txid) :
+								  c->pos_txid);
 	args[4] = Int64GetDatum(nmain > 0 ? c->rows[c->nrows - 1].id : c->pos_id);
 	args[5] = BoolGetDatum(c->final);
 	if (ship_run(plans.lease, args, nulls, false, 0) != SPI_OK_UPDATE ||
@@ -1356,7 +1363,8 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 	{
 		bool		moved = (prefix > c->nstate);
 
-		args[0] = CStringGetTextDatum(moved ? c->rows[prefix - 1].txid : c->pos_txid);
+		args[0] = CStringGetTextDatum(moved ? psprintf(UINT64_FORMAT, c->rows[prefix - 1].txid) :
+									  c->pos_txid);
 		args[1] = Int64GetDatum(moved ? c->rows[prefix - 1].id : c->pos_id);
 		args[2] = Int32GetDatum(MyProcPid);
 		args[3] = TimestampTzGetDatum(c->lease_until);
