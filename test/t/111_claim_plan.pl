@@ -7,7 +7,10 @@
 # table, then a burst); with 200,000 acknowledged rows retained (ANALYZEd);
 # and with 100,000 dead tuples left by a DELETE, not vacuumed.  Each time
 # it is the same shape: a Limit over a Merge Append of index scans on
-# (txid, id), no sequential scan, no bitmap scan, no sort.
+# (txid, id), no sequential scan, no bitmap scan, no sort.  And its cost
+# does not depend on long transactions: with one kept open while 50,000
+# rows are committed and acknowledged, the next claim walks none of them
+# (auto_explain's ANALYZE: no row removed by a filter).
 use strict;
 use warnings;
 
@@ -29,19 +32,26 @@ sub insert
 }
 
 # The shape of the claim's plan in the log lines written by one CALL.
-sub claim_plan
+sub claim_plans
 {
+	my ($analyze) = @_;
 	my $offset = -s $node->logfile;
 	$node->safe_psql('postgres', q{
 LOAD 'auto_explain';
 SET auto_explain.log_min_duration = 0;
 SET auto_explain.log_nested_statements = on;
 SET client_min_messages = warning;
+} . ($analyze ? "SET auto_explain.log_analyze = on;\n" : '') . q{
 CALL metronome_ship();
 });
 	my $log = substr(slurp_file($node->logfile), $offset);
-	my @plans = grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue q\b/ }
+	return grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue q\b/ }
 	  split /(?=LOG:  duration:)/, $log;
+}
+
+sub claim_plan
+{
+	my @plans = claim_plans(0);
 	return undef unless @plans;
 	my $plan = $plans[0];
 	$plan =~ s/^.*?Query Text:.*?\n(?=\s*Limit)//s;
@@ -75,6 +85,35 @@ insert('dead', 100000);
 $node->safe_psql('postgres', "DELETE FROM metronome_queue WHERE transaction_id LIKE 'dead-%'");
 insert('after-dead', 1000);
 is(claim_plan(), $after_truncate, 'with 100,000 dead tuples: the same plan');
+
+# 4. A transaction kept open (it has an xid, so every snapshot's xmin stays
+#    at it) while 50,000 rows are committed and acknowledged.
+my $bg = $node->background_psql('postgres');
+$bg->query_safe('BEGIN');
+$bg->query_safe('SELECT pg_current_xact_id()');
+insert('under-old', 50000);
+$node->safe_psql('postgres', 'CALL metronome_ship()');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM metronome_outbox WHERE status = 'pending'"),
+	'0', 'the 50,000 rows committed under the open transaction were shipped');
+insert('after-old', 10);
+my @analyzed = claim_plans(1);
+ok(@analyzed > 0, 'the claims of the next CALL were logged with ANALYZE');
+my $removed = 0;
+my $returned = 0;
+for my $p (@analyzed)
+{
+	$removed += $1 while $p =~ /Rows Removed by Filter: (\d+)/g;
+	$returned += $1 if $p =~ /^\s*Limit\s.*?actual time=\S+ rows=(\d+)/m;
+}
+is($removed, 0,
+	'an open transaction: the claim walks none of the 50,000 rows acknowledged since it began');
+is($returned, 10, 'and it claims the 10 new rows');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM metronome_outbox WHERE status = 'pending'"),
+	'0', 'the 10 new rows were shipped');
+$bg->query_safe('COMMIT');
+$bg->quit;
 
 $node->stop;
 done_testing();
