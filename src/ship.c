@@ -35,12 +35,15 @@
  *	   as txid ranges (ship_claim_ranges): each transaction of last_snap's
  *	   xip list that has committed by cur_snap, then [xmax(last_snap),
  *	   xmax(cur_snap)) cut around the transactions still running at
- *	   cur_snap; one statement per range,
+ *	   cur_snap; one statement per range:
  *
  *		SELECT ... FROM metronome_queue
- *		 WHERE txid >= lo AND txid < hi AND (txid, id) > (pos_txid, pos_id)
+ *		 WHERE txid >= lo AND txid < hi
  *		   AND visible(txid, cur_snap) AND NOT visible(txid, last_snap)
  *		 ORDER BY txid, id LIMIT n
+ *
+ *	   (in the range that holds the cursor, (txid, id) > (pos_txid,
+ *	   pos_id) replaces txid >= lo, so that the scan starts at the cursor),
  *
  *	   an index range on (txid, id) whatever the statistics say: the
  *	   statement is planned with seqscan, bitmapscan and sort disabled (a
@@ -254,7 +257,8 @@ static struct
 	Oid			relid;			/* of metronome_delivery */
 	SPIPlanPtr	dedup;
 	SPIPlanPtr	lock;
-	SPIPlanPtr	main;
+	SPIPlanPtr	main;			/* a txid range of the batch */
+	SPIPlanPtr	main_after;		/* the rest of one after the cursor */
 	SPIPlanPtr	state;
 	SPIPlanPtr	lease;
 	SPIPlanPtr	roll_empty;
@@ -365,7 +369,7 @@ ship_prepare(const char *sql, int nargs, Oid *argtypes)
 static void
 ship_free_plans(void)
 {
-	SPIPlanPtr *all[] = {&plans.dedup, &plans.lock, &plans.main, &plans.state,
+	SPIPlanPtr *all[] = {&plans.dedup, &plans.lock, &plans.main, &plans.main_after, &plans.state,
 		&plans.lease, &plans.roll_empty, &plans.ack, &plans.ack_final,
 		&plans.exc_insert, &plans.state_sent, &plans.state_failed,
 	&plans.state_retry, &plans.next_due, &plans.delete_sent};
@@ -413,17 +417,27 @@ ship_ensure_plans(Oid relid)
 									   " LATERAL (SELECT coalesce(cur_snap, pg_catalog.pg_current_snapshot()) AS snap) u"
 									   " FOR UPDATE OF metronome_delivery", s), 0, NULL);
 
-	plans.main = ship_prepare(psprintf(
-									   "SELECT q.txid, q.id, q.transaction_id, q.customer_id, q.event_type,"
-									   " q.\"timestamp\", q.properties::text, q.mapping, q.created_at"
-									   " FROM %s.metronome_queue q"
-									   " WHERE q.txid >= $1 AND q.txid < $2"
-									   " AND (q.txid, q.id) > ($3, $4)"
-									   " AND pg_catalog.pg_visible_in_snapshot(q.txid, $7)"
-									   " AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $6)"
-									   " ORDER BY q.txid, q.id LIMIT $5", s),
-							  7, (Oid[]) {XID8OID, XID8OID, XID8OID, INT8OID, INT8OID,
-		PG_SNAPSHOTOID, PG_SNAPSHOTOID});
+	/*
+	 * A range's rows, or those after the cursor when it is inside the range:
+	 * one lower bound each, so that the index scan starts at it (with both a
+	 * txid bound and the row comparison, btree starts at the txid bound and
+	 * walks every row before the cursor).  $6 is unused by the first.
+	 */
+#define SHIP_CLAIM_SQL(lower) \
+	"SELECT q.txid, q.id, q.transaction_id, q.customer_id, q.event_type," \
+	" q.\"timestamp\", q.properties::text, q.mapping, q.created_at" \
+	" FROM %s.metronome_queue q" \
+	" WHERE " lower " AND q.txid < $2" \
+	" AND pg_catalog.pg_visible_in_snapshot(q.txid, $5)" \
+	" AND NOT pg_catalog.pg_visible_in_snapshot(q.txid, $4)" \
+	" ORDER BY q.txid, q.id LIMIT $3"
+	plans.main = ship_prepare(psprintf(SHIP_CLAIM_SQL("q.txid >= $1"), s),
+							  6, (Oid[]) {XID8OID, XID8OID, INT8OID,
+		PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID});
+	plans.main_after = ship_prepare(psprintf(SHIP_CLAIM_SQL("(q.txid, q.id) > ($1, $6)"), s),
+									6, (Oid[]) {XID8OID, XID8OID, INT8OID,
+		PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID});
+#undef SHIP_CLAIM_SQL
 
 	plans.state = ship_prepare(psprintf(
 										"SELECT id, transaction_id, customer_id, event_type, \"timestamp\","
@@ -611,7 +625,8 @@ ship_claim_queue(Cycle *c, const TxidRange *ranges, int nranges, uint64 pos_txid
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	for (k = 0; k < nranges && got < want; k++)
 	{
-		Datum		args[7];
+		Datum		args[6];
+		bool		after;
 		MemoryContext old;
 		bool		isnull;
 		uint64		i;
@@ -619,13 +634,15 @@ ship_claim_queue(Cycle *c, const TxidRange *ranges, int nranges, uint64 pos_txid
 
 		if (ranges[k].hi <= pos_txid)
 			continue;			/* all of it acknowledged already */
-		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ranges[k].lo));
+		/* the cursor inside this range: start after it */
+		after = (pos_txid >= ranges[k].lo);
+		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(after ? pos_txid :
+																	 ranges[k].lo));
 		args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ranges[k].hi));
-		args[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(pos_txid));
-		args[3] = Int64GetDatum(c->pos_id);
-		args[4] = Int64GetDatum(want - got);
-		args[5] = last_bin;
-		args[6] = upper_bin;
+		args[2] = Int64GetDatum(want - got);
+		args[3] = last_bin;
+		args[4] = upper_bin;
+		args[5] = Int64GetDatum(c->pos_id);
 
 		/*
 		 * read_only = false: the statement runs under a snapshot of its own,
@@ -636,7 +653,7 @@ ship_claim_queue(Cycle *c, const TxidRange *ranges, int nranges, uint64 pos_txid
 		 * here, and the cursor would move past them unsent
 		 * (test/t/118_concurrent_commits.pl).
 		 */
-		ret = SPI_execute_plan(plans.main, args, NULL, false, 0);
+		ret = SPI_execute_plan(after ? plans.main_after : plans.main, args, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(ret));
 		old = MemoryContextSwitchTo(c->cxt);

@@ -34,16 +34,16 @@ sub insert
 # The shape of the claim's plan in the log lines written by one CALL.
 sub claim_plans
 {
-	my ($analyze) = @_;
+	my ($analyze, $call) = @_;
+	$call //= 'CALL metronome_ship();';
 	my $offset = -s $node->logfile;
 	$node->safe_psql('postgres', q{
 LOAD 'auto_explain';
 SET auto_explain.log_min_duration = 0;
 SET auto_explain.log_nested_statements = on;
 SET client_min_messages = warning;
-} . ($analyze ? "SET auto_explain.log_analyze = on;\n" : '') . q{
-CALL metronome_ship();
-});
+} . ($analyze ? "SET auto_explain.log_analyze = on;\nSET auto_explain.log_buffers = on;\n" : '')
+	  . $call);
 	my $log = substr(slurp_file($node->logfile), $offset);
 	return grep { /pg_visible_in_snapshot/ && /FROM \S*metronome_queue q\b/ }
 	  split /(?=LOG:  duration:)/, $log;
@@ -114,6 +114,61 @@ is($node->safe_psql('postgres',
 	'0', 'the 10 new rows were shipped');
 $bg->query_safe('COMMIT');
 $bg->quit;
+
+# 5. One batch of 20,000 rows (one transaction) claimed 1,000 at a time:
+#    each claim starts at the cursor, so the 15th reads about as many
+#    buffers as the 2nd instead of walking the 13,000 rows before it (the
+#    1st also finishes the previous, empty batch).
+insert('one-batch', 20000);
+my @buffers;
+for my $i (1 .. 15)
+{
+	my @p = claim_plans(1, 'CALL metronome_ship(1000);');
+	my $hit = 0;
+	for my $q (@p)
+	{
+		$hit += $1 if $q =~ /^\s*Limit\s.*?\n\s*Buffers: shared hit=(\d+)/m;
+	}
+	push @buffers, $hit;
+}
+note("buffers of the claims: @buffers");
+ok($buffers[1] > 0, 'the claims\' buffers were logged');
+ok($buffers[14] <= 1.3 * $buffers[1] + 5,
+	"the 15th claim of a batch reads about what the 2nd does ($buffers[14] vs $buffers[1] buffers)");
+
+# 6. The cursor inside the rows of a transaction that was running at
+#    last_snap, 30,000 acknowledged rows committed after it began: the
+#    claim of the rows after them starts past the acknowledged ones, it
+#    does not walk them from the cursor.
+sub claim_buffers
+{
+	my $hit = 0;
+	for my $q (claim_plans(1, $_[0]))
+	{
+		$hit += $1 if $q =~ /^\s*Limit\s.*?\n\s*Buffers: shared hit=(\d+)/m;
+	}
+	return $hit;
+}
+$node->safe_psql('postgres', 'CALL metronome_ship()');
+my $slow = $node->background_psql('postgres');
+$slow->query_safe('SET client_min_messages = error');
+$slow->query_safe('BEGIN');
+$slow->query_safe("INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
+	  . "SELECT 'slow-' || g, 'cust', 'api_call', now() FROM generate_series(1, 2000) g");
+insert('while-slow', 30000);
+$node->safe_psql('postgres', 'CALL metronome_ship()');
+$slow->query_safe('COMMIT');
+$slow->quit;
+insert('after-slow', 10);
+$node->safe_psql('postgres', 'CALL metronome_ship(1000)');
+$node->safe_psql('postgres', 'CALL metronome_ship(1000)');
+my $past = claim_buffers('CALL metronome_ship(1000);');
+note("buffers of the claim after the slow transaction's rows: $past");
+cmp_ok($past, '<', 40,
+	'the claim after a long transaction\'s rows reads a few buffers, not the 30,000 acknowledged rows before them');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM metronome_outbox WHERE status = 'pending'"),
+	'0', 'the long transaction\'s rows and those after them were all shipped');
 
 $node->stop;
 done_testing();
