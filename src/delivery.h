@@ -156,5 +156,6 @@ extern int64 ShipBackoffDelay(int failures, double random01);
 /* worker.c */
 extern bool AmDeliveryWorker(void);
 extern void WorkerSetState(DeliveryState state);
+extern PGDLLEXPORT void WorkerTuneMemory(void);
 
 #endif							/* METRONOME_DELIVERY_H */

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * http.h
- *	  The HTTP layer of the delivery worker: request bodies built with
- *	  json-c, requests run concurrently through libcurl's multi interface,
- *	  answers classified as Metronome's ingest API asks.
+ *	  The HTTP layer of the delivery worker: request bodies written
+ *	  directly (byte for byte what json-c would print), requests run
+ *	  concurrently through libcurl's multi interface, answers parsed with
+ *	  json-c and classified as Metronome's ingest API asks.
  *
  * This layer holds no backend state: it includes no PostgreSQL header,
  * allocates with malloc, and reports failures through return values, so it

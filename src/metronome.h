@@ -15,7 +15,7 @@
  *	  enqueue.c		the mapping trigger, metronome_enqueue, metronome_map
  *	  encoding.c	server encoding <-> Metronome's UTF-8
  *	  wake.c		waking the delivery worker at commit
- *	  http.c		the HTTP layer (libcurl multi + json-c), no backend state
+ *	  http.c		the HTTP layer (libcurl multi, json-c for answers), no backend state
  *	  ship.c		claim / send / mark: one shipping cycle (worker and SQL)
  *	  worker.c		the background worker
  *	  status.c		shared-memory state, metronome_status()

@@ -80,6 +80,8 @@ bench_floor(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("bench_floor() cannot run inside a transaction block"),
 				 errhint("Run CALL bench_floor() on its own.")));
+	/* the worker's process setup (worker.c) */
+	WorkerTuneMemory();
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	for (;;)

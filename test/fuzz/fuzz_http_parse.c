@@ -31,6 +31,7 @@
 #include <json-c/json.h>
 
 #include "http.h"
+#include "reference_body.h"
 
 /* the fixed "now" of Retry-After dates: 2024-05-01 12:00:00 UTC */
 #define FIXED_NOW ((time_t) 1714564800)
@@ -245,7 +246,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			finding("HttpBackoffDelay", "out of [1, cap]");
 	}
 
-	/* a request body carrying these strings, read back by json-c */
+	/* a request body carrying these strings: json-c's bytes, read back by json-c */
 	{
 		HttpEvent	ev[2];
 		size_t		len = 0;
@@ -264,8 +265,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{
 			json_object *back = json_tokener_parse(req_body);
 
+			char	   *ref = reference_body(ev, 2);
+
 			if (strlen(req_body) != len)
 				finding("HttpBuildBody", "length differs from the text");
+			if (ref == NULL || strcmp(ref, req_body) != 0)
+				finding("HttpBuildBody", "not the bytes json-c prints");
+			free(ref);
 			if (back == NULL || !json_object_is_type(back, json_type_array) ||
 				json_object_array_length(back) != 2)
 				finding("HttpBuildBody", req_body);

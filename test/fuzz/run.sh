@@ -201,7 +201,7 @@ build_pg()
 build_http()
 {
 	local t=$1
-	local flags=("${CFLAGS[@]}" "${SAN_FLAGS[@]}" -fsanitize=fuzzer -I"$ROOT_DIR/src")
+	local flags=("${CFLAGS[@]}" "${SAN_FLAGS[@]}" -fsanitize=fuzzer -I"$ROOT_DIR/src" -I"$ROOT_DIR/test/unit")
 	# shellcheck disable=SC2086
 	if [ "$t" = http_parse ]; then
 		compile "$ROOT_DIR/src/http.c" "$BUILD/http_parse_http.o" "${flags[@]}" $CURL_JSON &&

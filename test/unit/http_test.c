@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "http.h"
+#include "reference_body.h"
 
 static int	ntest = 0;
 static int	nfail = 0;
@@ -174,6 +175,91 @@ test_body(void)
 	body = HttpBuildBody(&ev[2], 1, &len);
 	check(body == NULL, "an inexpressible timestamp: no body");
 	free(body);
+}
+
+/* a random NUL-terminated string of 0..maxlen bytes 1..255, ASCII-heavy */
+static char *
+random_text(unsigned int *seed, int maxlen)
+{
+	int			n = (int) (rand_r(seed) % (unsigned) (maxlen + 1));
+	char	   *s = malloc((size_t) n + 1);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		unsigned int r = (unsigned) rand_r(seed);
+
+		s[i] = (char) (r % 4 == 0 ? 1 + (r >> 8) % 255 : 32 + (r >> 8) % 95);
+	}
+	s[n] = '\0';
+	return s;
+}
+
+/*
+ * HttpBuildBody writes the bytes json-c would: every byte value in every
+ * string field, batches of 0..100 events, many seeds.
+ */
+static void
+test_body_matches_json_c(void)
+{
+	unsigned int seed = 20261202;
+	int			round;
+	int			mismatches = 0;
+	int			bytes_checked = 0;
+	HttpEvent	all[1];
+	char		every[256];
+	char	   *mine;
+	char	   *ref;
+	size_t		len = 0;
+	int			i;
+
+	/* first, one event whose fields hold every byte 1..255 */
+	for (i = 1; i < 256; i++)
+		every[i - 1] = (char) i;
+	every[255] = '\0';
+	all[0].transaction_id = every;
+	all[0].customer_id = every + 100;
+	all[0].event_type = every + 200;
+	all[0].timestamp_us = INT64_C(1700000000123456);
+	all[0].properties = "{\"a\": \"\\u0001/\"}";
+	mine = HttpBuildBody(all, 1, &len);
+	ref = reference_body(all, 1);
+	check_str(mine, ref, "body of every byte 1..255: the bytes json-c prints");
+	free(mine);
+	free(ref);
+
+	for (round = 0; round < 300; round++)
+	{
+		int			n = (int) (rand_r(&seed) % 101);
+		HttpEvent  *ev = calloc((size_t) (n > 0 ? n : 1), sizeof(HttpEvent));
+
+		for (i = 0; i < n; i++)
+		{
+			ev[i].transaction_id = random_text(&seed, 140);
+			ev[i].customer_id = random_text(&seed, 40);
+			ev[i].event_type = random_text(&seed, 20);
+			ev[i].timestamp_us = (int64_t) (rand_r(&seed) % 2000000000) * INT64_C(1000000) +
+				rand_r(&seed) % 1000000;
+			ev[i].properties = rand_r(&seed) % 5 == 0 ? NULL : "{\"n\": 1.50, \"s\": \"x\"}";
+		}
+		mine = HttpBuildBody(ev, n, &len);
+		ref = reference_body(ev, n);
+		if (mine == NULL || strcmp(mine, ref) != 0 || len != strlen(ref))
+			mismatches++;
+		else
+			bytes_checked += (int) len;
+		free(mine);
+		free(ref);
+		for (i = 0; i < n; i++)
+		{
+			free((char *) ev[i].transaction_id);
+			free((char *) ev[i].customer_id);
+			free((char *) ev[i].event_type);
+		}
+		free(ev);
+	}
+	check_int(mismatches, 0, "300 random batches: HttpBuildBody writes json-c's bytes");
+	check(bytes_checked > 100000, "the random batches were not trivial");
 }
 
 static void
@@ -335,6 +421,7 @@ main(void)
 	test_classify();
 	test_timestamps();
 	test_body();
+	test_body_matches_json_c();
 	test_retry_after();
 	test_error_message();
 	test_backoff();
