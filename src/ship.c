@@ -946,21 +946,22 @@ ship_fixup(void)
 	int			ret;
 
 	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
-	ret = SPI_execute(psprintf("UPDATE %1$s.metronome_queue q SET txid ="
+	/*
+	 * One statement, so one snapshot, for both the re-stamp and the new
+	 * last_snap: with two, a transaction committing between them was
+	 * neither re-stamped (invisible to the first) nor in the new
+	 * last_snap's xip list (committed for the second), and its rows
+	 * counted as acknowledged unsent (test/t/118_concurrent_commits.pl).
+	 * The data-modifying WITH runs to its end though nothing reads it.
+	 */
+	ret = SPI_execute(psprintf("WITH n AS (SELECT pg_catalog.pg_current_snapshot() AS s,"
+							   " pg_catalog.pg_current_xact_id() AS x),"
+							   " d AS (SELECT * FROM %1$s.metronome_delivery LIMIT 1),"
+							   " r AS (UPDATE %1$s.metronome_queue q SET txid ="
 							   " CASE WHEN %1$s.metronome_acked(q.txid, q.id, d.last_snap, d.cur_snap,"
 							   " d.pos_txid, d.pos_id) THEN '0'::pg_catalog.xid8"
-							   " ELSE pg_catalog.pg_current_xact_id() END"
-							   " FROM (SELECT * FROM %1$s.metronome_delivery LIMIT 1) d", s),
-					  false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not re-stamp the queue: %s", SPI_result_code_string(ret));
-	ret = SPI_execute(psprintf("DELETE FROM %1$s.metronome_ticks;"
-							   " INSERT INTO %1$s.metronome_ticks"
-							   " SELECT '1', '1:1:', coalesce(acked_at, pg_catalog.now())"
-							   " FROM %1$s.metronome_delivery;"
+							   " ELSE (SELECT x FROM n) END FROM d RETURNING 1)"
 							   " UPDATE %1$s.metronome_delivery SET last_snap = ("
-							   "WITH n AS (SELECT pg_catalog.pg_current_snapshot() AS s,"
-							   " pg_catalog.pg_current_xact_id() AS x)"
 							   " SELECT CASE WHEN x >= pg_catalog.pg_snapshot_xmax(s) THEN s ELSE"
 							   " (LEAST(pg_catalog.pg_snapshot_xmin(s), x)::text || ':' ||"
 							   " pg_catalog.pg_snapshot_xmax(s)::text || ':' ||"
@@ -972,6 +973,13 @@ ship_fixup(void)
 							   " lease_final = NULL, system_id = %2$s", s, sysid),
 					  false, 0);
 	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not restart the delivery cursor: %s", SPI_result_code_string(ret));
+	ret = SPI_execute(psprintf("DELETE FROM %1$s.metronome_ticks;"
+							   " INSERT INTO %1$s.metronome_ticks"
+							   " SELECT '1', '1:1:', coalesce(acked_at, pg_catalog.now())"
+							   " FROM %1$s.metronome_delivery", s),
+					  false, 0);
+	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not restart the delivery cursor: %s", SPI_result_code_string(ret));
 }
 
