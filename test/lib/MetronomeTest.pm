@@ -99,7 +99,7 @@ sub have_extension
 		Test::More::fail("$ext is installed in Debian's server (test/run.sh installs its package): needed by $part");
 		return 0;
 	}
-	my $line = "$test: $part: $ext is not installed in this server ($sharedir/extension/$ext.control; "
+	my $line = "$test: $part: $ext is not installed in this server (no extension/$ext.control; "
 	  . "Debian packages it for its own PostgreSQL 15 only)";
 	Test::More::diag("SKIPPED (not counted) $line");
 	if (my $log = $ENV{METRONOME_SKIPPED_LOG})
