@@ -65,6 +65,7 @@ built_by()
 
 rows=()
 md=()
+percounts=()
 status=0
 for inst in "${INSTALLS[@]}"; do
 	if ! pgc=$(pg_config_of "$inst"); then
@@ -90,6 +91,8 @@ for inst in "${INSTALLS[@]}"; do
 	skipped=""
 	[ -n "$citus" ] && skipped="$citus Citus files"
 	[ -n "$parts" ] && skipped="${skipped:+$skipped, }$parts parts (pg_cron/pg_partman)"
+	counts=$(sed -n 's/^counts (passed\/failed): *//p' "$log" | tail -n1)
+	percounts+=("$major: ${counts:-?}")
 	if [ "$rc" -eq 0 ]; then result=pass; else result=FAIL; status=1; fi
 	rows+=("$(printf '%-6s %-34s %-6s %7s %7s  %-34s %-5s %s' "$major" "${full#PostgreSQL }" "$result" "${passed:--}" "${failed:--}" "${skipped:-none}" "$mins" "${suites:-}")")
 	echo "${rows[-1]}" >&2
@@ -106,5 +109,8 @@ echo "README (PostgreSQL versions and packages):"
 echo "| PostgreSQL | server tested | built by | result, $(date -u '+%Y-%m-%d') | passed / failed | skipped, not counted |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${md[@]}"
+echo
+echo "per suite (passed/failed):"
+printf '  %s\n' "${percounts[@]}"
 echo "logs: $OUT"
 exit $status
