@@ -20,7 +20,9 @@
 # the suites as the unprivileged user pgmetronome.
 #
 # The build happens in PREFIX/.build (removed at the end unless KEEP_BUILD=1).
-# Ends with the installed version, e.g. "built PostgreSQL 17beta2 into P".
+# PREFIX/BUILT-BY says what was built, from which file, when (test/matrix.sh
+# reads it).  Ends with the installed version, e.g. "built PostgreSQL
+# 17beta2 into P".
 
 set -euo pipefail
 
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 		-j) JOBS=$2; shift 2 ;;
 		-j*) JOBS=${1#-j}; shift ;;
-		-h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+		-h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		--) shift; break ;;
 		-*) echo "build-postgres.sh: unknown option $1" >&2; exit 2 ;;
 		*) break ;;
@@ -96,6 +98,15 @@ $N make -C contrib -j"$JOBS" install >contrib.log 2>&1 || { tail -40 contrib.log
 # The TAP modules and the isolation tester are not part of `make install`.
 $N make -C src/test/perl install >>install.log 2>&1 || { tail -20 install.log >&2; exit 1; }
 $N make -C src/test/isolation install >>install.log 2>&1 || { tail -20 install.log >&2; exit 1; }
+
+# what this installation is, for test/matrix.sh's "built by" column
+{
+	echo "built by: test/build-postgres.sh"
+	echo "source: $(basename "$SRC")"
+	[ -f "$SRC" ] && echo "sha256: $(sha256sum "$SRC" | cut -d' ' -f1)"
+	echo "configure: --prefix=$PREFIX --without-icu --enable-tap-tests"
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+} >"$PREFIX/BUILT-BY"
 
 chmod -R a+rX "$PREFIX"
 d=$PREFIX

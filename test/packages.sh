@@ -163,6 +163,39 @@ for phase, rels in m.get("prereqs", {}).items():
                 errors.append("prereq %s version %r is not semver" % (name, v))
 if m.get("prereqs", {}).get("runtime", {}).get("requires", {}).get("PostgreSQL") is None:
     errors.append("no PostgreSQL runtime prereq")
+# resources (optional): the spec's keys only, each a URI (or mailto address)
+uri = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+res = m.get("resources", {})
+if not isinstance(res, dict):
+    errors.append("resources is not an object")
+    res = {}
+for key, v in res.items():
+    if key.lower().startswith("x_"):
+        continue
+    if key == "homepage":
+        if not isinstance(v, str) or not uri.match(v):
+            errors.append("resources.homepage is not a URI")
+    elif key in ("bugtracker", "repository"):
+        allowed = {"bugtracker": ("web", "mailto"), "repository": ("url", "web", "type")}[key]
+        if not isinstance(v, dict) or not v:
+            errors.append("resources.%s is not a non-empty object" % key)
+            continue
+        for sub, sv in v.items():
+            if sub.lower().startswith("x_"):
+                continue
+            if sub not in allowed:
+                errors.append("resources.%s.%s is not in the spec" % (key, sub))
+            elif sub == "mailto" and not re.match(r"^[^@\s]+@[^@\s]+$", str(sv)):
+                errors.append("resources.bugtracker.mailto is not an address")
+            elif sub == "type" and not re.match(r"^[a-z]+$", str(sv)):
+                errors.append("resources.repository.type is not a lower-case word")
+            elif sub in ("web", "url") and not (isinstance(sv, str) and uri.match(sv)):
+                errors.append("resources.%s.%s is not a URI" % (key, sub))
+    else:
+        errors.append("resources.%s is not in the spec" % key)
+for key in ("tags",):
+    if key in m and not (isinstance(m[key], list) and all(isinstance(t, str) and 0 < len(t) < 256 for t in m[key])):
+        errors.append("tags is not a list of strings")
 if m.get("release_status", "stable") not in ("stable", "testing", "unstable"):
     errors.append("bad release_status")
 for key in m:

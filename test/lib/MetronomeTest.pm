@@ -35,7 +35,7 @@ use Test::More ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote time_scale
-  timing_todo);
+  timing_todo have_extension);
 
 my @mocks;    # weak references to the mocks started, for END
 
@@ -72,6 +72,43 @@ sub time_scale
 sub timing_todo
 {
 	return $ENV{METRONOME_VALGRIND} ? 'timing is not checked under valgrind' : undef;
+}
+
+# have_extension($node, $ext, $part): is the extension $ext (e.g. pg_cron,
+# pg_partman: Debian packages them for its own PostgreSQL 15 only) in
+# $node's server?  The node may be stopped (it looks for the control file).
+# When it is missing, $part (what the test leaves out, e.g. "the pg_partman
+# part") is not run:
+#   - on Debian's server (test/run.sh sets METRONOME_DEBIAN_SERVER=1 and has
+#     installed postgresql-NN-cron / -partman) that is a failed assertion:
+#     never skipped where the package exists;
+#   - on any other server (one built from source) it is said loudly, on
+#     stderr and in METRONOME_SKIPPED_LOG, which test/run.sh prints as
+#     SKIPPED (not counted) after the TAP suite, like the Citus files.
+# Usage: if (have_extension($node, 'pg_partman', 'the pg_partman part')) { ... }
+sub have_extension
+{
+	my ($node, $ext, $part) = @_;
+	my $sharedir = $node->config_data('--sharedir');
+	chomp $sharedir;
+	return 1 if -f "$sharedir/extension/$ext.control";
+
+	my $test = File::Basename::basename($0, '.pl');
+	if ($ENV{METRONOME_DEBIAN_SERVER})
+	{
+		Test::More::fail("$ext is installed in Debian's server (test/run.sh installs its package): needed by $part");
+		return 0;
+	}
+	my $line = "$test: $part: $ext is not installed in this server (no extension/$ext.control; "
+	  . "Debian packages it for its own PostgreSQL 15 only)";
+	Test::More::diag("SKIPPED (not counted) $line");
+	if (my $log = $ENV{METRONOME_SKIPPED_LOG})
+	{
+		open(my $fh, '>>', $log) or die "$log: $!";
+		print $fh "$line\n";
+		close $fh;
+	}
+	return 0;
 }
 
 # wait_for(sub, timeout_seconds = 30, interval_seconds = 0.1): call sub until

@@ -13,6 +13,13 @@
 #   $v->{updates}    [ [from, to], ... ] of the update scripts
 #   $v->{released}   [ released versions, oldest first ]
 #
+#   MetronomeVersions::server_version_num($node)   e.g. 170000
+#   MetronomeVersions::has_custom_wait_events($node)   17 and later
+#   MetronomeVersions::restarts_crashed_bgworkers($node)   not 18beta1
+#   the PostgreSQL version behind a test's expectations: the one place
+#   where TAP tests ask which server they run on (src/pg_compat.h is the
+#   one for C).
+#
 #   MetronomeVersions::schema($node, $db): one sorted line per fact about
 #   the extension's member objects in $db (identity, columns and defaults,
 #   indexes, constraints, triggers, policies, functions' definitions,
@@ -57,6 +64,19 @@ sub versions
 		released => [ sort { _key($a) cmp _key($b) } keys %rel ],
 	};
 }
+
+# The server's PostgreSQL version: server_version_num, server_version.
+sub server_version_num { return $_[0]->safe_psql('postgres', 'SHOW server_version_num'); }
+sub server_version     { return $_[0]->safe_psql('postgres', 'SHOW server_version'); }
+
+# From 17 an extension names its own wait events (WaitEventExtensionNew);
+# before, they all show as "Extension".
+sub has_custom_wait_events { return server_version_num($_[0]) >= 170000; }
+
+# PostgreSQL 18beta1 never restarts a background worker after a crash
+# (bgworker.c: ResetBackgroundWorkerCrashTimes leaves rw_pid set; fixed in
+# the 18 release line).
+sub restarts_crashed_bgworkers { return server_version($_[0]) !~ /^18beta1\b/; }
 
 my $SCHEMA_SQL = <<'SQL';
 WITH m AS (

@@ -16,6 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use MetronomeTest;
+use MetronomeVersions;
 
 # (under valgrind the server is slower: the answers are late in proportion)
 my $mock = start_mock(faults => { delay => 1.5 * time_scale() });
@@ -58,9 +59,9 @@ sub wait_in_flight
 
 # 1. kill -9 of the worker mid-request, three times.
 # PostgreSQL 18beta1 never restarts a background worker after a crash
-# (bgworker.c: ResetBackgroundWorkerCrashTimes leaves rw_pid set; fixed in
-# the 18 release line): there the crash rounds are TODO.
-my $no_bgw_restart = $node->safe_psql('postgres', 'SHOW server_version') =~ /^18beta1\b/;
+# (MetronomeVersions::restarts_crashed_bgworkers): there the crash rounds
+# are TODO.
+my $no_bgw_restart = !MetronomeVersions::restarts_crashed_bgworkers($node);
 for my $round (1 .. 3)
 {
 	local $TODO = $no_bgw_restart

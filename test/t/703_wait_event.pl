@@ -8,10 +8,11 @@ use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use MetronomeTest;
+use MetronomeVersions;
 
 my $node = new_node(extension => 1);
-my $num = $node->safe_psql('postgres', 'SHOW server_version_num');
-my $want = $num >= 170000 ? 'MetronomeIdle' : 'Extension';
+my $num = MetronomeVersions::server_version_num($node);
+my $want = MetronomeVersions::has_custom_wait_events($node) ? 'MetronomeIdle' : 'Extension';
 
 for my $type ('metronome launcher', 'metronome delivery')
 {
