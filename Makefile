@@ -7,8 +7,9 @@
 #
 # Needs PostgreSQL 15 or later (src/pg_compat.h), libcurl 7.85.0 or later
 # (CURLOPT_PROTOCOLS_STR; curl_easy_header is 7.84) and json-c 0.15 or later
-# (json_object_new_array_ext): the build stops with a message saying which
-# is too old.
+# (the oldest supported: json-c only parses answers now, with calls older
+# than that, but nothing older has been built and tested): the build stops
+# with a message saying which is too old.
 #
 # The full suite (regression, TAP, isolation, fuzz smoke) is test/run.sh.
 
@@ -36,7 +37,7 @@ ifneq ($(shell $(PKG_CONFIG) --atleast-version=$(CURL_MIN) libcurl && echo ok),o
 $(error libcurl $(CURL_MIN) or later is needed, found $(or $(shell $(PKG_CONFIG) --modversion libcurl 2>/dev/null),none) (pg_metronome uses CURLOPT_PROTOCOLS_STR and curl_easy_header; Debian/Ubuntu: libcurl4-openssl-dev))
 endif
 ifneq ($(shell $(PKG_CONFIG) --atleast-version=$(JSONC_MIN) json-c && echo ok),ok)
-$(error json-c $(JSONC_MIN) or later is needed, found $(or $(shell $(PKG_CONFIG) --modversion json-c 2>/dev/null),none) (pg_metronome uses json_object_new_array_ext; Debian/Ubuntu: libjson-c-dev))
+$(error json-c $(JSONC_MIN) or later is needed, found $(or $(shell $(PKG_CONFIG) --modversion json-c 2>/dev/null),none) (the oldest pg_metronome supports; Debian/Ubuntu: libjson-c-dev))
 endif
 endif
 
