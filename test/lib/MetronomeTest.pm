@@ -34,7 +34,7 @@ use Scalar::Util ();
 use Test::More ();
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(start_mock new_node wait_for source_dir conf_quote time_scale
+our @EXPORT = qw(start_mock new_node wait_for insert_outbox outbox_counts source_dir conf_quote time_scale
   timing_todo have_extension);
 
 my @mocks;    # weak references to the mocks started, for END
@@ -109,6 +109,27 @@ sub have_extension
 		close $fh;
 	}
 	return 0;
+}
+
+# insert_outbox(NODE, PREFIX, N): N rows straight into metronome_outbox of
+# database postgres, transaction ids "PREFIX-1" .. "PREFIX-N".
+sub insert_outbox
+{
+	my ($node, $prefix, $n) = @_;
+	$node->safe_psql('postgres',
+		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
+		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g");
+	return;
+}
+
+# outbox_counts(NODE, PREFIX): "pending/sent/failed", the outbox rows of
+# database postgres whose transaction id starts with "PREFIX-".
+sub outbox_counts
+{
+	my ($node, $prefix) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
+		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
 }
 
 # wait_for(sub, timeout_seconds = 30, interval_seconds = 0.1): call sub until

@@ -27,23 +27,10 @@ my $node = new_node(
 	});
 
 # insert($prefix, $n): $n outbox rows in one transaction
-sub insert
-{
-	my ($prefix, $n) = @_;
-	$node->safe_psql('postgres',
-		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
-		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g"
-	);
-}
+sub insert { insert_outbox($node, @_); }
 
 # queue($prefix): "pending/sent/failed" counts of the rows with that prefix
-sub queue
-{
-	my ($prefix) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
-		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
-}
+sub queue { return outbox_counts($node, @_); }
 
 # epoch seconds of the mock's ISO time stamps
 sub epoch

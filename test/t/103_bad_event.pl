@@ -20,13 +20,7 @@ my $mock = start_mock();
 my $node = new_node(mock => $mock, extension => 1);
 
 # status counts of the rows whose transaction_id starts with a prefix
-sub queue
-{
-	my ($prefix) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
-		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
-}
+sub queue { return outbox_counts($node, @_); }
 
 # 1. One rejected event among 100.
 $mock->faults({ reject_transaction_ids => ['one-57'] });

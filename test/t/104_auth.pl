@@ -19,22 +19,9 @@ my $good = 'tok-good-' . int(rand(1e9));
 my $mock = start_mock(token => $good);
 my $node = new_node(mock => $mock, token => 'tok-wrong-0000', extension => 1);
 
-sub queue
-{
-	my ($prefix) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
-		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
-}
+sub queue { return outbox_counts($node, @_); }
 
-sub insert
-{
-	my ($prefix, $n) = @_;
-	$node->safe_psql('postgres',
-		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
-		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g"
-	);
-}
+sub insert { insert_outbox($node, @_); }
 
 # 1. Wrong token.
 my ($ret, $out, $err) =

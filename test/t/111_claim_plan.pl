@@ -23,13 +23,7 @@ my $mock = start_mock();
 my $node = new_node(mock => $mock, preload => 0, extension => 1,
 	conf => { 'autovacuum' => 'off' });
 
-sub insert
-{
-	my ($prefix, $n) = @_;
-	$node->safe_psql('postgres',
-		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
-		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g");
-}
+sub insert { insert_outbox($node, @_); }
 
 # The shape of the claim's plan in the log lines written by one CALL.
 sub claim_plans

@@ -23,21 +23,9 @@ my $node = new_node(
 	extension => 1,
 	conf => { 'metronome.max_backoff' => '1s' });
 
-sub queue
-{
-	my ($prefix) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'failed') "
-		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
-}
+sub queue { return outbox_counts($node, @_); }
 
-sub insert
-{
-	my ($prefix, $n) = @_;
-	$node->safe_psql('postgres',
-		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
-		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g");
-}
+sub insert { insert_outbox($node, @_); }
 
 # 1. 400 with an HTML body, to every request.
 $mock->faults({ script => [ map { { status => 400, body => '<html>Request blocked by policy</html>' } } 1 .. 200 ] });

@@ -220,13 +220,7 @@ sub queue_of
 		  . "FROM metronome_outbox WHERE transaction_id LIKE '$prefix-%'");
 }
 
-sub insert
-{
-	my ($prefix, $n) = @_;
-	$node->safe_psql('postgres',
-		"INSERT INTO metronome_outbox (transaction_id, customer_id, event_type, \"timestamp\") "
-		  . "SELECT '$prefix-' || g, 'cust', 'api_call', now() FROM generate_series(1, $n) g");
-}
+sub insert { insert_outbox($node, @_); }
 $mock->faults({ script => [ { status => 400, message => ('z' x 490) . $token } ] });
 insert('bad', 1);
 ok( $node->poll_query_until('postgres',
