@@ -179,7 +179,15 @@ ok( wait_for(
 kill 'KILL', $pid;
 note "killed the worker ($pid)";
 finish($_) for @round1;    # the restart ended their sessions
-ok( $node->poll_query_until('postgres', 'SELECT true'),
+# (not poll_query_until: it feeds its query to psql's standard input, and
+# when the recovery in progress turns psql away before it reads it, the
+# write dies of a broken pipe and takes the test with it)
+ok( wait_for(
+		sub {
+			my ($ret) = $node->psql('postgres', 'SELECT true');
+			return $ret == 0;
+		},
+		60),
 	'the server is back after the crash');
 $mock->faults({ delay => 0.03 });
 my $pid2 = worker_pid();
