@@ -314,6 +314,7 @@ static void ship_xact_begin(ShipContext ctx);
 static void ship_xact_commit(ShipContext ctx);
 static char *ship_text(HeapTuple tup, TupleDesc desc, int col);
 static void ship_fill_event(ShipRow *r);
+static void ship_read_row(ShipRow *r, HeapTuple tup, TupleDesc desc, int col);
 static void ship_set_error(const char *message);
 static bool ship_to_unix_us(TimestampTz ts, int64 *us);
 static void queue_append(Cycle *c, ShipBatch *b);
@@ -682,15 +683,7 @@ ship_claim_queue(Cycle *c, const TxidRange *ranges, int nranges, uint64 pos_txid
 			ShipRow    *r = &c->rows[c->nrows++];
 
 			r->txid = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 1, &isnull)));
-			r->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-			r->ev.transaction_id = ship_text(tup, desc, 3);
-			r->ev.customer_id = ship_text(tup, desc, 4);
-			r->ev.event_type = ship_text(tup, desc, 5);
-			r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
-			r->ev.properties = ship_text(tup, desc, 7);
-			r->mapping = ship_text(tup, desc, 8);
-			r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
-			ship_fill_event(r);
+			ship_read_row(r, tup, desc, 2);
 		}
 		MemoryContextSwitchTo(old);
 		got += (int) SPI_processed;
@@ -799,6 +792,27 @@ ship_fill_event(ShipRow *r)
 		r->outcome = OUTCOME_FAILED;
 		r->error = "timestamp is outside the range Metronome accepts (years 0000 to 9999)";
 	}
+}
+
+/*
+ * The columns id, transaction_id, customer_id, event_type, "timestamp",
+ * properties::text, mapping, created_at of a claimed row, from column col
+ * on (both claims select them in this order), and its outgoing text.
+ */
+static void
+ship_read_row(ShipRow *r, HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	r->id = DatumGetInt64(SPI_getbinval(tup, desc, col, &isnull));
+	r->ev.transaction_id = ship_text(tup, desc, col + 1);
+	r->ev.customer_id = ship_text(tup, desc, col + 2);
+	r->ev.event_type = ship_text(tup, desc, col + 3);
+	r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, col + 4, &isnull));
+	r->ev.properties = ship_text(tup, desc, col + 5);
+	r->mapping = ship_text(tup, desc, col + 6);
+	r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, col + 7, &isnull));
+	ship_fill_event(r);
 }
 
 /*
@@ -1118,16 +1132,8 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 		tup = SPI_tuptable->vals[i];
 		desc = SPI_tuptable->tupdesc;
 		r->from_state = true;
-		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		r->ev.transaction_id = ship_text(tup, desc, 2);
-		r->ev.customer_id = ship_text(tup, desc, 3);
-		r->ev.event_type = ship_text(tup, desc, 4);
-		r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
-		r->ev.properties = ship_text(tup, desc, 6);
-		r->mapping = ship_text(tup, desc, 7);
-		r->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-		ship_fill_event(r);
+		ship_read_row(r, tup, desc, 1);
 	}
 	MemoryContextSwitchTo(old);
 	c->nstate = c->nrows;
