@@ -149,7 +149,6 @@ typedef enum ShipContext
 extern PGDLLEXPORT void ShipCycle(ShipContext ctx, bool dry_run,
 								  int64 max_events, ShipResult *result);
 extern int64 ShipDeleteSent(int64 limit);
-extern int	ShipSegment(void);
 extern void ShipAbort(void);
 extern int64 ShipBackoffDelay(int failures, double random01);
 

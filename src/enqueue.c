@@ -27,11 +27,15 @@
  * events mapped, and cannot make the owner run its code.
  *
  * Rows are written in batches: the mapped values are collected into arrays
- * and written by one prepared INSERT ... SELECT FROM unnest(...) ON CONFLICT
- * (transaction_id) DO NOTHING per batch, so a multi-row INSERT or a COPY into
- * a table with the statement-level trigger (what metronome_attach creates)
- * costs one executor run per thousand events, not one per event.  A
- * duplicate transaction_id is skipped, never an error.
+ * and written by one prepared INSERT ... SELECT FROM unnest(...) per batch
+ * (mappings.c), so a multi-row INSERT or a COPY into a table with the
+ * statement-level trigger (what metronome_attach creates) costs one
+ * executor run per thousand events, not one per event.  A duplicate
+ * transaction_id is skipped, never an error: ON CONFLICT DO NOTHING in the
+ * writing transaction's queue segment, NOT EXISTS in the others and among
+ * the exception rows, by index probes whatever the statistics say
+ * (MetronomePinPlans: a plan made while metronome_outbox_state was empty
+ * once hashed the whole table for every batch after it had grown).
  *
  *-------------------------------------------------------------------------
  */
@@ -187,6 +191,7 @@ writer_flush(OutboxWriter *w)
 	{
 		Datum		args[6];
 		int			c;
+		uint64		n;
 
 		for (c = 0; c < 6; c++)
 		{
@@ -199,11 +204,10 @@ writer_flush(OutboxWriter *w)
 													  outbox_elem[c], typlen,
 													  typbyval, typalign));
 		}
-		if (SPI_execute_plan(w->set->insert_outbox, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert into metronome_outbox");
-		if (SPI_processed > 0)
+		n = MappingsInsertOutbox(w->set, args);
+		if (n > 0)
 		{
-			w->written += SPI_processed;
+			w->written += n;
 			wake = true;
 		}
 	}

@@ -37,7 +37,7 @@ typedef struct MappingSet
 	Oid			mappings_relid;
 	Oid			outbox_relid;
 	Oid			rejected_relid;
-	SPIPlanPtr	insert_outbox;	/* unnest($1..$6) ON CONFLICT DO NOTHING */
+	SPIPlanPtr	insert_outbox;	/* unnest($1..$6) into segment $7, dedup */
 	SPIPlanPtr	insert_rejected;	/* unnest($1..$3) */
 	MemoryContext context;
 } MappingSet;
@@ -45,6 +45,11 @@ typedef struct MappingSet
 /* The current mapping set, loaded or reloaded as needed (needs SPI
  * connected). */
 extern MappingSet *MappingsGet(void);
+
+/* Write outbox rows from the six column arrays, as the owner (between the
+ * caller's MetronomeBeginAsOwner/EndAsOwner); duplicates are skipped.
+ * Returns the rows written. */
+extern uint64 MappingsInsertOutbox(MappingSet *set, const Datum *cols);
 
 /* One event mapped by one mapping. */
 typedef struct MappedEvent

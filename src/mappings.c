@@ -183,8 +183,8 @@ load_mappings(void)
 	SPIPlanPtr	insert_outbox;
 	SPIPlanPtr	insert_rejected;
 	uint64		i;
-	Oid			outbox_types[6] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
+	Oid			outbox_types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT2OID};
 	Oid			rejected_types[3] = {TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 
 	/* below the caller's memory until complete: an error frees it */
@@ -241,34 +241,44 @@ load_mappings(void)
 	 */
 	/*
 	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue
-	 * (the view metronome_outbox shows them); a transaction_id already in
-	 * any segment or among the exception rows is skipped.
+	 * (the view metronome_outbox shows them), in the segment $7 of the
+	 * writing transaction (metronome_segment()); a transaction_id already
+	 * in any segment or among the exception rows is skipped.  ON CONFLICT
+	 * covers the writer's own segment (its unique index), NOT EXISTS the
+	 * other two and the exception rows: one index probe each, pruned at
+	 * execution to the segments that are not $7.  The writer pins the plan
+	 * (MetronomePinPlans): probes by index whatever the statistics say,
+	 * never a hash of a whole table per batch.
 	 */
 	if (!OidIsValid(MetronomeRelid("metronome_queue", true)))
-		/* the 0.1.0 objects (the update is still to run) */
+		/* the 0.1.0 objects (the update is still to run); $7 unused */
 		insert_outbox = prepare_plan(psprintf(
 											  "INSERT INTO %s.metronome_outbox "
 											  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											  "SELECT r.t, r.c, r.e, r.ts, r.p, r.m "
+											  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 											  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
+											  "WHERE $7 IS NOT NULL "
 											  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
 											  "ON CONFLICT (transaction_id) DO NOTHING",
-											  schema), 6, outbox_types);
+											  schema), 7, outbox_types);
 	else
 		insert_outbox = prepare_plan(psprintf(
 											  "INSERT INTO %1$s.metronome_queue "
-											  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+											  "(seg, transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+											  "SELECT $7, r.t, r.c, r.e, r.ts, r.p, r.m "
+											  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 											  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
 											  "WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
-											  "WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\") "
+											  "WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\" "
+											  "AND q.seg OPERATOR(pg_catalog.<>) $7) "
 											  "AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s "
 											  "WHERE s.transaction_id = r.t COLLATE pg_catalog.\"C\") "
 											  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
 											  "ON CONFLICT DO NOTHING",
-											  schema), 6, outbox_types);
+											  schema), 7, outbox_types);
 	insert_rejected = prepare_plan(psprintf(
 											"INSERT INTO %s.metronome_rejected (mapping, event, error) "
 											"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
@@ -282,6 +292,26 @@ load_mappings(void)
 	set->insert_rejected = insert_rejected;
 	MemoryContextSetParent(cxt, CacheMemoryContext);
 	return set;
+}
+
+/*
+ * Write outbox rows: cols are the six arrays of the insert plan
+ * (transaction_id, customer_id, event_type, timestamp, properties,
+ * mapping).  Runs as the extension's owner (the caller's
+ * MetronomeBeginAsOwner, whose GUC nest level also holds the pinned plan
+ * settings).  Returns the rows written, duplicates not counted.
+ */
+uint64
+MappingsInsertOutbox(MappingSet *set, const Datum *cols)
+{
+	Datum		args[7];
+
+	memcpy(args, cols, sizeof(Datum) * 6);
+	args[6] = Int16GetDatum((int16) MetronomeSegment());
+	MetronomePinPlans(true);
+	if (SPI_execute_plan(set->insert_outbox, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into metronome_outbox");
+	return SPI_processed;
 }
 
 /*

@@ -11,6 +11,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
@@ -191,4 +192,47 @@ MetronomeRelid(const char *relname, bool missing_ok)
 				 errmsg("relation \"%s\" of extension \"metronome\" does not exist",
 						relname)));
 	return relid;
+}
+
+/*
+ * See metronome.h.  set_config_option() with GUC_ACTION_SAVE: the caller's
+ * AtEOXact_GUC() (or an error) restores the settings.
+ */
+void
+MetronomePinPlans(bool allow_sort)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
+	"enable_hashjoin", "enable_mergejoin"};
+	int			i;
+
+	for (i = 0; i < (int) lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	if (!allow_sort)
+		(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * See metronome.h.  Time is cut into periods of retain_sent (1 s at least;
+ * a day when sent rows are kept), the segments in turn: the rows of the
+ * segment after the current one are then all older than retain_sent
+ * (retention truncates it, ship.c).
+ */
+int
+MetronomeSegment(void)
+{
+	int64		period;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	if (metronome_retain_sent >= 1)
+		period = (int64) metronome_retain_sent * USECS_PER_SEC;
+	else if (metronome_retain_sent == 0)
+		period = USECS_PER_SEC;
+	else
+		period = USECS_PER_DAY;
+	return (int) ((((now / period) % METRONOME_NSEGMENTS) + METRONOME_NSEGMENTS) %
+				  METRONOME_NSEGMENTS);
 }

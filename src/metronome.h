@@ -82,4 +82,23 @@ typedef struct MetronomeAsOwner
 extern void MetronomeBeginAsOwner(Oid owner, MetronomeAsOwner *sw);
 extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 
+/*
+ * metronome.c: plans whose shape must not depend on table statistics (the
+ * claim, the mapping writer's INSERT).  Within the caller's GUC nest level:
+ * generic plans, and no sequential, bitmap, hash-join or merge-join paths,
+ * so every table is reached by index whatever ANALYZE last saw; allow_sort
+ * false also rules out sorts (the claim reads in index order).
+ */
+extern void MetronomePinPlans(bool allow_sort);
+
+/*
+ * metronome.c: the queue segment (0..METRONOME_NSEGMENTS-1) that rows
+ * written by the current transaction go to: the default of
+ * metronome_queue.seg.  A function of the transaction's start time and
+ * metronome.retain_sent only, so it is the same for every statement of a
+ * transaction.
+ */
+#define METRONOME_NSEGMENTS 3
+extern int	MetronomeSegment(void);
+
 #endif							/* METRONOME_H */

@@ -233,9 +233,7 @@ metronome_map_batch(PG_FUNCTION_ARGS)
 		args[3] = replay_array(ocols[3], NULL, nout, TIMESTAMPTZOID);
 		args[4] = replay_array(ocols[4], NULL, nout, JSONBOID);
 		args[5] = replay_array(ocols[5], NULL, nout, TEXTOID);
-		if (SPI_execute_plan(set->insert_outbox, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert into metronome_outbox");
-		written = (int64) SPI_processed;
+		written = (int64) MappingsInsertOutbox(set, args);
 		if (written > 0)
 			DeliveryWakeAtCommit();
 	}

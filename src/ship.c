@@ -184,9 +184,6 @@ PG_FUNCTION_INFO_V1(metronome_segment);
 /* A lease outlives its cycle's longest run by this much. */
 #define LEASE_SLACK_MS 10000
 
-/* Segments of metronome_queue. */
-#define NSEGMENTS 3
-
 /* The instants RFC 3339 can express: years 0000 to 9999 (Unix time, us). */
 #define MIN_RFC3339_US INT64CONST(-62167219200000000)
 #define MAX_RFC3339_US INT64CONST(253402300800000000)
@@ -634,14 +631,7 @@ ship_claim_queue(Cycle *c, const TxidRange *ranges, int nranges, uint64 pos_txid
 	int			got = 0;
 	int			k;
 
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	MetronomePinPlans(false);
 	for (k = 0; k < nranges && got < want; k++)
 	{
 		Datum		args[6];
@@ -1888,7 +1878,7 @@ ShipDeleteSent(int64 limit)
 	DeliveryWakeSuppressed = true;
 	PG_TRY();
 	{
-		int			seg = (ShipSegment() + 1) % NSEGMENTS;
+		int			seg = (MetronomeSegment() + 1) % METRONOME_NSEGMENTS;
 		char	   *name = psprintf("metronome_queue_%d", seg);
 		Oid			segid = MetronomeRelid(name, true);
 		const char *s = MetronomeSchemaName();
@@ -1946,34 +1936,13 @@ ShipDeleteSent(int64 limit)
 }
 
 /*
- * The queue segment that rows inserted now go to: time cut into periods of
- * retain_sent (1 s at least; a day when sent rows are kept), three
- * segments in turn.  Rows of the segment after the current one are then
- * all older than retain_sent.
- */
-int
-ShipSegment(void)
-{
-	int64		period;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-
-	if (metronome_retain_sent >= 1)
-		period = (int64) metronome_retain_sent * USECS_PER_SEC;
-	else if (metronome_retain_sent == 0)
-		period = USECS_PER_SEC;
-	else
-		period = USECS_PER_DAY;
-	return (int) ((((now / period) % NSEGMENTS) + NSEGMENTS) % NSEGMENTS);
-}
-
-/*
  * metronome_segment() -> smallint: the default of metronome_queue.seg.
  */
 Datum
 metronome_segment(PG_FUNCTION_ARGS)
 {
 	(void) fcinfo;
-	PG_RETURN_INT16((int16) ShipSegment());
+	PG_RETURN_INT16((int16) MetronomeSegment());
 }
 
 /*
