@@ -42,7 +42,7 @@ char *
 EncodingToUtf8(const char *s)
 {
 	int			enc = GetDatabaseEncoding();
-	int			len = strlen(s);
+	int			len;
 	Oid			proc;
 	unsigned char *dest;
 	int			done;
@@ -51,6 +51,7 @@ EncodingToUtf8(const char *s)
 		return (char *) s;
 	if (pg_is_ascii(s))
 		return (char *) s;
+	len = strlen(s);
 	proc = FindDefaultConversionProc(enc, PG_UTF8);
 	if (!OidIsValid(proc))
 		return NULL;

@@ -220,12 +220,21 @@ body_append(BodyBuf *b, const char *s, size_t n)
 	b->len += n;
 }
 
-/* bytes that json-c writes escaped (with JSON_C_TO_STRING_NOSLASHESCAPE) */
-static inline bool
-body_must_escape(unsigned char c)
-{
-	return c < 0x20 || c == '"' || c == '\\';
-}
+/*
+ * The bytes that json-c writes escaped (with JSON_C_TO_STRING_NOSLASHESCAPE):
+ * the control characters, '"' and '\\'.  A table: one load per byte.
+ */
+static const bool body_escaped[256] = {
+	[0x00] = true, [0x01] = true, [0x02] = true, [0x03] = true,
+	[0x04] = true, [0x05] = true, [0x06] = true, [0x07] = true,
+	[0x08] = true, [0x09] = true, [0x0a] = true, [0x0b] = true,
+	[0x0c] = true, [0x0d] = true, [0x0e] = true, [0x0f] = true,
+	[0x10] = true, [0x11] = true, [0x12] = true, [0x13] = true,
+	[0x14] = true, [0x15] = true, [0x16] = true, [0x17] = true,
+	[0x18] = true, [0x19] = true, [0x1a] = true, [0x1b] = true,
+	[0x1c] = true, [0x1d] = true, [0x1e] = true, [0x1f] = true,
+	['"'] = true, ['\\'] = true,
+};
 
 /* "key": and a JSON string */
 static void
@@ -243,7 +252,8 @@ body_append_member(BodyBuf *b, const char *key, size_t keylen, const char *value
 		char		esc[6];
 		size_t		n = 2;
 
-		if (c != 0 && !body_must_escape(c))
+		/* the terminating NUL is in the table too */
+		if (!body_escaped[c])
 			continue;
 		if (p > run)
 			body_append(b, (const char *) run, (size_t) (p - run));
@@ -306,7 +316,9 @@ HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
 
 	/* one allocation in the usual case: the texts plus the keys' overhead */
 	for (i = 0; i < nevents; i++)
-		guess += 128 + strlen(events[i].properties ? events[i].properties : "{}");
+		guess += 128 + (events[i].properties == NULL ? 2 :
+						events[i].properties_len > 0 ? events[i].properties_len :
+						strlen(events[i].properties));
 	if (!body_reserve(&b, guess))
 		return NULL;
 
@@ -329,7 +341,8 @@ HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
 		BODY_KEY(&b, ",\"timestamp\":", ts);
 		BODY_KEY(&b, ",\"event_type\":", ev->event_type);
 		body_append(&b, ",\"properties\":", sizeof(",\"properties\":") - 1);
-		body_append(&b, props, strlen(props));
+		body_append(&b, props, ev->properties && ev->properties_len > 0 ?
+					ev->properties_len : strlen(props));
 		body_append(&b, "}", 1);
 	}
 	body_append(&b, "]", 1);

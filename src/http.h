@@ -39,6 +39,7 @@ typedef struct HttpEvent
 	const char *event_type;
 	int64_t		timestamp_us;	/* microseconds since 1970-01-01 00:00 UTC */
 	const char *properties;		/* JSON text of an object; NULL means {} */
+	size_t		properties_len; /* strlen(properties) if known, else 0 */
 } HttpEvent;
 
 /* Size of a buffer that HttpFormatTimestamp always fits in. */

@@ -207,6 +207,7 @@ typedef struct ShipRow
 	char	   *mapping;		/* NULL when inserted directly */
 	TimestampTz ts;
 	TimestampTz created_at;
+	size_t		props_len;		/* strlen(srv.properties) */
 	HttpEvent	ev;				/* what goes out: text in UTF-8 */
 	HttpEvent	srv;			/* the same in the server encoding, for
 								 * what is written back and for messages */
@@ -783,7 +784,10 @@ ship_fill_event(ShipRow *r)
 	char	   *props;
 
 	if (r->ev.properties == NULL)
+	{
 		r->ev.properties = "{}";
+		r->props_len = 2;
+	}
 	r->srv = r->ev;
 	tid = EncodingToUtf8(r->ev.transaction_id);
 	cid = EncodingToUtf8(r->ev.customer_id);
@@ -800,6 +804,7 @@ ship_fill_event(ShipRow *r)
 	r->ev.customer_id = cid;
 	r->ev.event_type = etype;
 	r->ev.properties = props;
+	r->ev.properties_len = (props == r->srv.properties) ? r->props_len : strlen(props);
 	if (!ship_to_unix_us(r->ts, &r->ev.timestamp_us) ||
 		r->ev.timestamp_us < MIN_RFC3339_US ||
 		r->ev.timestamp_us >= MAX_RFC3339_US)
@@ -830,7 +835,13 @@ ship_read_row(ShipRow *r, const Datum *v, const bool *isnull)
 	r->ev.customer_id = ship_text_value(v[2], isnull[2]);
 	r->ev.event_type = ship_text_value(v[3], isnull[3]);
 	r->ts = DatumGetTimestampTz(v[4]);
-	r->ev.properties = ship_text_value(v[5], isnull[5]);
+	if (!isnull[5])
+	{
+		text	   *t = DatumGetTextPP(v[5]);
+
+		r->props_len = VARSIZE_ANY_EXHDR(t);
+		r->ev.properties = text_to_cstring(t);
+	}
 	r->mapping = ship_text_value(v[6], isnull[6]);
 	r->created_at = DatumGetTimestampTz(v[7]);
 	ship_fill_event(r);

@@ -252,6 +252,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t		len = 0;
 		char	   *req_body;
 
+		memset(ev, 0, sizeof(ev));
 		ev[0].transaction_id = retry_after;
 		ev[0].customer_id = retry_after_ms;
 		ev[0].event_type = secret;

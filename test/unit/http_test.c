@@ -217,6 +217,7 @@ test_body_matches_json_c(void)
 	for (i = 1; i < 256; i++)
 		every[i - 1] = (char) i;
 	every[255] = '\0';
+	memset(all, 0, sizeof(all));
 	all[0].transaction_id = every;
 	all[0].customer_id = every + 100;
 	all[0].event_type = every + 200;
@@ -241,6 +242,9 @@ test_body_matches_json_c(void)
 			ev[i].timestamp_us = (int64_t) (rand_r(&seed) % 2000000000) * INT64_C(1000000) +
 				rand_r(&seed) % 1000000;
 			ev[i].properties = rand_r(&seed) % 5 == 0 ? NULL : "{\"n\": 1.50, \"s\": \"x\"}";
+			/* the length given (as the worker does) or left to strlen */
+			if (ev[i].properties != NULL && rand_r(&seed) % 2 == 0)
+				ev[i].properties_len = strlen(ev[i].properties);
 		}
 		mine = HttpBuildBody(ev, n, &len);
 		ref = reference_body(ev, n);
