@@ -25,10 +25,12 @@
  *
  * A cycle is three steps, and only the first and last are transactions:
  *
- *	1. Claim (a short transaction that commits).  The cursor row is locked
- *	   FOR UPDATE; if another live process holds an unexpired lease the
- *	   cycle stops ("busy"): concurrent shippers never send the same
- *	   pending row at once.  Due exception rows come first (partial index
+ *	1. Claim (a short transaction that commits).  The shipper lock (a
+ *	   session-level lock on the extension, ship_lock_shipper) is taken
+ *	   without waiting, and held until the cycle ends however it ends; if
+ *	   another process holds it the cycle stops ("busy"): concurrent
+ *	   shippers never send the same pending row at once.  The cursor row
+ *	   is locked FOR UPDATE.  Due exception rows come first (partial index
  *	   on (next_attempt_at, id)), then the next rows of the batch, the rows
  *	   of the transactions visible in cur_snap and not in last_snap, in
  *	   (txid, id) order after the cursor.  As PgQ does, the batch is read
@@ -79,9 +81,10 @@
  *	   the transaction fails: the rows are then sent again (at least once;
  *	   Metronome dedups on transaction_id), and the worker backs off.
  *
- * A crash or an error anywhere leaves the cursor where it was: the rows
- * claimed are claimed again once the lease's process is gone (or its
- * lease expired) and resent.
+ * A crash or an error anywhere leaves the cursor where it was, and the
+ * shipper lock free (released by the cycle's error path, or by the exit of
+ * its process): the next claim takes the stale lease over at once, and the
+ * rows it covered are sent again.
  *
  * Retention (ShipDeleteSent): a segment leaves by TRUNCATE when it is not
  * the current one nor the previous one (so all it holds is older than
@@ -136,6 +139,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "commands/extension.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
@@ -156,7 +161,6 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
-#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -280,6 +284,7 @@ typedef struct ClaimDest
 static struct
 {
 	Oid			relid;			/* of metronome_delivery */
+	Oid			extoid;			/* of the extension: the shipper lock's tag */
 	SPIPlanPtr	dedup;
 	SPIPlanPtr	lock;
 	SPIPlanPtr	main;			/* a txid range of the batch */
@@ -298,6 +303,10 @@ static struct
 } plans;
 
 static HttpClient *client = NULL;
+
+/* the shipper lock (ship_lock_shipper), while this process holds it */
+static LOCKTAG shipper_tag;
+static bool shipper_locked = false;
 static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
 
 /*
@@ -338,6 +347,8 @@ static void ship_release_requests(Cycle *c);
 static void ship_exit(int code, Datum arg);
 static HttpClient *get_client(void);
 static void ship_fixup(void);
+static bool ship_lock_shipper(void);
+static void ship_unlock_shipper(void);
 static int	ship_claim(Cycle *c, int64 max_events, ShipResult *result);
 static void ship_make_batches(Cycle *c, int from, int to);
 static HttpRequest *ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c,
@@ -546,6 +557,7 @@ ship_ensure_plans(Oid relid)
 											  " ORDER BY sent_at LIMIT $2))", s),
 									 2, (Oid[]) {TIMESTAMPTZOID, INT8OID});
 	pfree(d);
+	plans.extoid = get_extension_oid("metronome", false);
 	plans.relid = relid;
 }
 
@@ -1003,6 +1015,39 @@ queue_push(Cycle *c, ShipBatch *b)
 
 
 /*
+ * The shipper lock: a session-level lock on the extension (pg_locks shows
+ * it as an "object" lock on pg_extension, objsubid 1, held by the process
+ * that is shipping), taken without waiting at the start of a claim and
+ * released when the cycle ends, however it ends (ShipCycle's PG_FINALLY;
+ * process exit releases it too).  It is what makes a lease binding: a
+ * process whose cycle failed (an ERROR in CALL metronome_ship(), say) and
+ * that lives on holds no lock, so the next shipper takes over its lease at
+ * once instead of waiting for it to expire.  Returns false when another
+ * process holds it.
+ */
+static bool
+ship_lock_shipper(void)
+{
+	if (shipper_locked)
+		return true;
+	SET_LOCKTAG_OBJECT(shipper_tag, MyDatabaseId, ExtensionRelationId,
+					   plans.extoid, 1);
+	if (LockAcquire(&shipper_tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+	shipper_locked = true;
+	return true;
+}
+
+static void
+ship_unlock_shipper(void)
+{
+	if (!shipper_locked)
+		return;
+	LockRelease(&shipper_tag, ExclusiveLock, true);
+	shipper_locked = false;
+}
+
+/*
  * The txids of the queue come from another cluster (a restore), or the
  * cursor has never been used: re-stamp the rows once.  Acknowledged rows
  * get txid 0 (visible in every snapshot), pending ones this transaction's
@@ -1116,6 +1161,13 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	if (ship_run(plans.dedup, NULL, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not read the delivery cursor");
 
+	/* one shipper at a time: the others find it busy */
+	if (!ship_lock_shipper())
+	{
+		result->busy = true;
+		return 0;
+	}
+
 	snprintf(mine, sizeof(mine), UINT64_FORMAT, GetSystemIdentifier());
 	for (;;)
 	{
@@ -1129,23 +1181,11 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 					 errhint("Run ALTER EXTENSION metronome UPDATE, or re-create the extension.")));
 		tup = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
-		/* a live process with an unexpired lease is shipping */
-		{
-			Datum		pid = SPI_getbinval(tup, desc, 1, &isnull);
-
-			if (!isnull && DatumGetInt32(pid) != MyProcPid)
-			{
-				Datum		until = SPI_getbinval(tup, desc, 2, &isnull);
-
-				if (!isnull && DatumGetTimestampTz(until) > now &&
-					BackendPidGetProc(DatumGetInt32(pid)) != NULL)
-				{
-					result->busy = true;
-					return 0;
-				}
-			}
-		}
-
+		/*
+		 * A lease recorded here is stale: we hold the shipper lock, so its
+		 * process is not in a cycle (it failed, or died).  The claim
+		 * replaces it, and the rows it had claimed are sent again.
+		 */
 		old = MemoryContextSwitchTo(c->cxt);
 		sysid = ship_text(tup, desc, 3);
 		MemoryContextSwitchTo(old);
@@ -1913,6 +1953,7 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 	{
 		if (pending == c)
 			ship_release_requests(c);
+		ship_unlock_shipper();
 		DeliveryWakeSuppressed = saved_suppress;
 		MemoryContextDelete(cxt);
 	}

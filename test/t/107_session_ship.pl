@@ -8,7 +8,8 @@
 # the delivery lease lets one ship while the other finds it busy)
 # share the rows: the mock never receives a transaction_id twice, and the
 # two counts add up.  A transient failure stops metronome_ship() with a
-# notice and leaves the rows pending for later.
+# notice and leaves the rows pending for later.  A session whose CALL
+# failed mid-cycle and lives on blocks no other shipper.
 use strict;
 use warnings;
 
@@ -91,6 +92,47 @@ is( $node->safe_psql(
 ok( wait_for(sub { $node->safe_psql('postgres', 'CALL metronome_ship()') eq '5' }, 10),
 	'a later metronome_ship() sends them');
 is(queue('three'), '0/5/0', 'sent');
+
+# 4. A session whose CALL fails mid-cycle and lives on holds nothing: a
+# trigger of its own refuses its acknowledgement (after the mock accepted
+# the rows), it stays connected, and another session ships at once (the
+# failed cycle released the shipper lock; its lease is taken over), well
+# before the failed cycle's lease would have expired (more than 10 s).
+$mock->reset;
+$node->safe_psql(
+	'postgres', q{
+	CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF current_setting('test.refuse_ack', true) = 'on'
+		   AND OLD.lease_pid IS NOT NULL AND NEW.lease_pid IS NULL THEN
+			RAISE EXCEPTION 'acknowledgement refused';
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER refuse_ack BEFORE UPDATE ON metronome_delivery
+		FOR EACH ROW EXECUTE FUNCTION refuse_ack();});
+insert('four', 30);
+my ($a_out, $a_err) = ('', '');
+my $a = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-d', $node->connstr('postgres'),
+		'-c', 'SET test.refuse_ack = on',
+		'-c', 'CALL metronome_ship()',
+		'-c', "SELECT 'still connected'",
+		'-c', 'SELECT pg_sleep(30)'
+	],
+	'>', \$a_out, '2>', \$a_err);
+ok(wait_for(sub { $a->pump_nb; $a_out =~ /still connected/ }, 10),
+	'session A: its CALL failed and the session lives on');
+like($a_err, qr/acknowledgement refused/, 'session A: the ERROR of its acknowledgement');
+is($mock->stats->{unique_events}, 30, 'the mock had accepted its rows');
+is(queue('four'), '30/0/0', 'the rows are still pending');
+my $t0 = time;
+is($node->safe_psql('postgres', 'CALL metronome_ship()'), '30',
+	'session B ships them at once: not busy behind the failed cycle');
+cmp_ok(time - $t0, '<', 5, 'without waiting for the lease to expire');
+is(queue('four'), '0/30/0', 'all marked sent');
+$a->kill_kill;
 
 $node->stop;
 done_testing();
