@@ -48,5 +48,20 @@ SELECT s.relname, s.seq_scan - b.seq_scan AS new_seq_scans,
   FROM pg_stat_user_tables s JOIN scans_before b USING (relname)
  ORDER BY s.relname;
 
+-- A batch large enough for the writer's fast path (a plain INSERT in a
+-- subtransaction) that holds a row already in the queue: the unique index
+-- refuses it, the batch is written again with ON CONFLICT, and every new
+-- event is there once, the duplicate skipped, no error.
+INSERT INTO segment_events (event)
+SELECT jsonb_build_object('type', 'track', 'event', 'Writer Plan', 'messageId', id,
+                          'userId', 'u', 'context', jsonb_build_object('groupId', 'org'),
+                          'timestamp', '2026-11-01T00:00:00Z', 'properties', jsonb_build_object('n', n))
+  FROM (SELECT 'wp-fast-' || i AS id, i AS n FROM generate_series(1, 100) AS i
+        UNION ALL SELECT 'wp-3', 0) AS e;
+SELECT count(*) FILTER (WHERE transaction_id LIKE 'wp-fast-%') AS new_rows,
+       count(*) FILTER (WHERE transaction_id = 'wp-3') AS old_row,
+       count(*) FILTER (WHERE transaction_id = 'wp-3' AND properties ? 'n') AS old_row_replaced
+  FROM metronome_outbox;
+
 DELETE FROM metronome_outbox_state WHERE transaction_id LIKE 'wp-state-%';
 DELETE FROM metronome_mappings WHERE name = 'writer_plan';

@@ -74,10 +74,16 @@ PG_FUNCTION_INFO_V1(metronome_map_trigger);
 PG_FUNCTION_INFO_V1(metronome_enqueue);
 PG_FUNCTION_INFO_V1(metronome_map);
 
-/* rows collected before one INSERT writes them */
-#define WRITER_BATCH_ROWS 1000
+/*
+ * Rows collected before one INSERT writes them (large enough that a big
+ * INSERT or COPY needs few: each batch of the writer's fast path costs a
+ * subtransaction, mappings.c) ...
+ */
+#define WRITER_BATCH_ROWS 4096
 /* ... or this many bytes of mapped values */
-#define WRITER_BATCH_BYTES (4 * 1024 * 1024)
+#define WRITER_BATCH_BYTES (8 * 1024 * 1024)
+/* the column arrays start this long and double up to WRITER_BATCH_ROWS */
+#define WRITER_FIRST_ROWS 64
 /* how much of an event an error message quotes */
 #define EVENT_QUOTE_CHARS 200
 
@@ -87,12 +93,15 @@ PG_FUNCTION_INFO_V1(metronome_map);
 typedef struct OutboxWriter
 {
 	MappingSet *set;
+	MemoryContext cxt;			/* the column arrays: the writer's life */
 	MemoryContext batch_cxt;	/* the collected values; reset per flush */
 	int			nrows;
-	Datum		cols[6][WRITER_BATCH_ROWS]; /* outbox columns */
+	int			cap;			/* room in cols */
+	Datum	   *cols[6];		/* outbox columns */
 	int			nrejected;
-	Datum		rcols[3][WRITER_BATCH_ROWS];	/* rejected columns */
-	bool		rnull[WRITER_BATCH_ROWS];	/* rejected.mapping is null */
+	int			rcap;			/* room in rcols and rnull */
+	Datum	   *rcols[3];		/* rejected columns */
+	bool	   *rnull;			/* rejected.mapping is null */
 	Size		bytes;
 	int64		written;		/* outbox rows inserted (not duplicates) */
 	int64		rejected;
@@ -158,14 +167,43 @@ event_excerpt(Jsonb *event)
 static void
 writer_init(OutboxWriter *w, MappingSet *set)
 {
-	memset(w, 0, offsetof(OutboxWriter, cols));
+	memset(w, 0, sizeof(OutboxWriter));
 	w->set = set;
+	w->cxt = CurrentMemoryContext;
 	w->batch_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										 "metronome outbox batch",
 										 ALLOCSET_DEFAULT_SIZES);
-	w->nrows = w->nrejected = 0;
-	w->bytes = 0;
-	w->written = w->rejected = 0;
+}
+
+/* room for one more outbox row (rejected: one more rejected row) */
+static void
+writer_reserve(OutboxWriter *w, bool rejected)
+{
+	int		   *cap = rejected ? &w->rcap : &w->cap;
+	int			n = rejected ? w->nrejected : w->nrows;
+	int			newcap;
+	int			c;
+
+	if (n < *cap)
+		return;
+	newcap = *cap == 0 ? WRITER_FIRST_ROWS : Min(*cap * 2, WRITER_BATCH_ROWS);
+	Assert(newcap > n);
+	if (rejected)
+	{
+		for (c = 0; c < 3; c++)
+			w->rcols[c] = *cap == 0 ?
+				MemoryContextAlloc(w->cxt, sizeof(Datum) * newcap) :
+				repalloc(w->rcols[c], sizeof(Datum) * newcap);
+		w->rnull = *cap == 0 ?
+			MemoryContextAlloc(w->cxt, sizeof(bool) * newcap) :
+			repalloc(w->rnull, sizeof(bool) * newcap);
+	}
+	else
+		for (c = 0; c < 6; c++)
+			w->cols[c] = *cap == 0 ?
+				MemoryContextAlloc(w->cxt, sizeof(Datum) * newcap) :
+				repalloc(w->cols[c], sizeof(Datum) * newcap);
+	*cap = newcap;
 }
 
 /*
@@ -204,7 +242,7 @@ writer_flush(OutboxWriter *w)
 													  outbox_elem[c], typlen,
 													  typbyval, typalign));
 		}
-		n = MappingsInsertOutbox(w->set, args);
+		n = MappingsInsertOutbox(w->set, args, w->nrows);
 		if (n > 0)
 		{
 			w->written += n;
@@ -217,12 +255,8 @@ writer_flush(OutboxWriter *w)
 		Datum		args[3];
 		int			dims[1] = {w->nrejected};
 		int			lbs[1] = {1};
-		bool		nulls[WRITER_BATCH_ROWS];
-		int			i;
 
-		for (i = 0; i < w->nrejected; i++)
-			nulls[i] = w->rnull[i];
-		args[0] = PointerGetDatum(construct_md_array(w->rcols[0], nulls, 1, dims, lbs,
+		args[0] = PointerGetDatum(construct_md_array(w->rcols[0], w->rnull, 1, dims, lbs,
 													 TEXTOID, -1, false, TYPALIGN_INT));
 		args[1] = PointerGetDatum(construct_array(w->rcols[1], w->nrejected,
 												  JSONBOID, -1, false, TYPALIGN_INT));
@@ -256,10 +290,13 @@ writer_maybe_flush(OutboxWriter *w)
 static void
 writer_add(OutboxWriter *w, const char *mapping, MappedEvent *me)
 {
-	MemoryContext old = MemoryContextSwitchTo(w->batch_cxt);
+	MemoryContext old;
 	int			n = w->nrows;
 	int			f;
 	int			c = 0;
+
+	writer_reserve(w, false);
+	old = MemoryContextSwitchTo(w->batch_cxt);
 
 	for (f = 0; f < NUM_FIELDS; f++)
 	{
@@ -297,6 +334,7 @@ writer_reject(OutboxWriter *w, const char *mapping, Jsonb *event, const char *er
 				 errdetail("The event is: %s", event_excerpt(event)),
 				 errhint("With metronome.on_mapping_error = 'reject' such events are kept in metronome_rejected instead.")));
 
+	writer_reserve(w, true);
 	old = MemoryContextSwitchTo(w->batch_cxt);
 	w->rnull[n] = (mapping == NULL);
 	w->rcols[0][n] = mapping ? CStringGetTextDatum(mapping) : (Datum) 0;

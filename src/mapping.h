@@ -38,6 +38,7 @@ typedef struct MappingSet
 	Oid			outbox_relid;
 	Oid			rejected_relid;
 	SPIPlanPtr	insert_outbox;	/* unnest($1..$6) into segment $7, dedup */
+	SPIPlanPtr	insert_fast;	/* the same without ON CONFLICT (or NULL) */
 	SPIPlanPtr	insert_rejected;	/* unnest($1..$3) */
 	MemoryContext context;
 } MappingSet;
@@ -46,10 +47,10 @@ typedef struct MappingSet
  * connected). */
 extern MappingSet *MappingsGet(void);
 
-/* Write outbox rows from the six column arrays, as the owner (between the
- * caller's MetronomeBeginAsOwner/EndAsOwner); duplicates are skipped.
- * Returns the rows written. */
-extern uint64 MappingsInsertOutbox(MappingSet *set, const Datum *cols);
+/* Write nrows outbox rows from the six column arrays, as the owner
+ * (between the caller's MetronomeBeginAsOwner/EndAsOwner); duplicates are
+ * skipped.  Returns the rows written. */
+extern uint64 MappingsInsertOutbox(MappingSet *set, const Datum *cols, int nrows);
 
 /* One event mapped by one mapping. */
 typedef struct MappedEvent

@@ -233,7 +233,7 @@ metronome_map_batch(PG_FUNCTION_ARGS)
 		args[3] = replay_array(ocols[3], NULL, nout, TIMESTAMPTZOID);
 		args[4] = replay_array(ocols[4], NULL, nout, JSONBOID);
 		args[5] = replay_array(ocols[5], NULL, nout, TEXTOID);
-		written = (int64) MappingsInsertOutbox(set, args);
+		written = (int64) MappingsInsertOutbox(set, args, nout);
 		if (written > 0)
 			DeliveryWakeAtCommit();
 	}
