@@ -16,6 +16,7 @@
 #include "fields.h"
 #include "fql.h"
 #include "mapkit.h"
+#include "metronome.h"
 
 /* One enabled metronome_mappings row, compiled. */
 typedef struct CompiledMapping
@@ -37,8 +38,13 @@ typedef struct MappingSet
 	Oid			mappings_relid;
 	Oid			outbox_relid;
 	Oid			rejected_relid;
-	SPIPlanPtr	insert_outbox;	/* unnest($1..$6) into segment $7, dedup */
-	SPIPlanPtr	insert_fast;	/* the same without ON CONFLICT (or NULL) */
+	bool		queue;			/* 0.2.0's metronome_queue (else 0.1.0's table) */
+	Oid			segment_relid[METRONOME_NSEGMENTS]; /* metronome_queue_N */
+	Oid			state_relid;	/* metronome_outbox_state */
+	SPIPlanPtr	insert_outbox[2];	/* the batch's INSERT, ON CONFLICT DO
+									 * NOTHING; [1] also probes the exception
+									 * rows (mappings.c) */
+	SPIPlanPtr	insert_fast[2]; /* the same without ON CONFLICT */
 	SPIPlanPtr	insert_rejected;	/* unnest($1..$3) */
 	MemoryContext context;
 } MappingSet;

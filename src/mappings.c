@@ -32,6 +32,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -42,6 +43,7 @@
 #include "jsonbval.h"
 #include "metronome.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -68,6 +70,8 @@ static List *finished_sets = NIL;	/* stale, of an ended transaction */
 static bool callbacks_registered = false;
 
 static void free_finished_sets(void);
+static char *queue_insert_sql(const char *schema, bool on_conflict, bool probe_state);
+static bool relation_has_blocks(Oid relid);
 static void warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc,
 									   const char *name);
 
@@ -122,15 +126,65 @@ free_finished_sets(void)
 	foreach(lc, finished_sets)
 	{
 		MappingSet *set = (MappingSet *) lfirst(lc);
+		int			k;
 
-		SPI_freeplan(set->insert_outbox);
-		if (set->insert_fast)
-			SPI_freeplan(set->insert_fast);
+		for (k = 0; k < 2; k++)
+		{
+			if (set->insert_outbox[k])
+				SPI_freeplan(set->insert_outbox[k]);
+			if (set->insert_fast[k])
+				SPI_freeplan(set->insert_fast[k]);
+		}
 		SPI_freeplan(set->insert_rejected);
 		MemoryContextDelete(set->context);
 	}
 	list_free(finished_sets);
 	finished_sets = NIL;
+}
+
+/*
+ * The INSERT of a batch into metronome_queue.  Parameters: $1..$6 the
+ * column arrays, $7 the writing transaction's segment (metronome_segment()),
+ * $8 and $9 the other segments to probe for a duplicate transaction_id (-1:
+ * none; the Append is pruned at execution to those), and the exception rows
+ * are probed when probe_state.  on_conflict: ON CONFLICT DO NOTHING covers
+ * the writer's own segment (its unique index); without it a duplicate there
+ * is a unique_violation (the fast path of MappingsInsertOutbox).
+ *
+ * Rows go in in transaction_id order: two sessions inserting the same new
+ * events in different orders would otherwise each wait for the other's
+ * uncommitted row (ON CONFLICT must wait) and deadlock.  Among rows of one
+ * batch with the same transaction_id, the first in the statement's order
+ * goes in (ORDINALITY) and the later ones are the duplicates.
+ *
+ * Each probe is by index whatever the statistics say: the writer pins the
+ * plan (MetronomePinPlans; a plan made while metronome_outbox_state was
+ * empty once hashed the whole table for every batch after it had grown).
+ * The probe of the exception rows is a separate plan, not "$n OR NOT
+ * EXISTS": under an OR the planner may hash the subquery, which reads the
+ * whole table.
+ */
+static char *
+queue_insert_sql(const char *schema, bool on_conflict, bool probe_state)
+{
+	return psprintf("INSERT INTO %1$s.metronome_queue "
+					"(seg, transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+					"SELECT $7, r.t, r.c, r.e, r.ts, r.p, r.m "
+					"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+					"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+					"pg_catalog.unnest($6)) WITH ORDINALITY AS r (t, c, e, ts, p, m, o) "
+					"WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
+					"WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\" "
+					"AND q.seg IN ($8, $9)) "
+					"%2$s"
+					"ORDER BY r.t COLLATE pg_catalog.\"C\", r.o"
+					"%3$s",
+					schema,
+					probe_state ?
+					psprintf("AND NOT EXISTS (SELECT 1 FROM %s.metronome_outbox_state s "
+							 "WHERE s.transaction_id = r.t COLLATE pg_catalog.\"C\") ",
+							 schema) : "",
+					on_conflict ? " ON CONFLICT DO NOTHING" : "");
 }
 
 /*
@@ -184,12 +238,12 @@ load_mappings(void)
 	const char *schema;
 	char	   *sql;
 	SPIPlanPtr	select_plan;
-	SPIPlanPtr	insert_outbox;
-	SPIPlanPtr	insert_fast = NULL;
+	SPIPlanPtr	insert_outbox[2] = {NULL, NULL};
+	SPIPlanPtr	insert_fast[2] = {NULL, NULL};
 	SPIPlanPtr	insert_rejected;
 	uint64		i;
-	Oid			outbox_types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT2OID};
+	Oid			outbox_types[9] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT2OID, INT2OID, INT2OID};
 	Oid			rejected_types[3] = {TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 
 	/* below the caller's memory until complete: an error frees it */
@@ -248,60 +302,37 @@ load_mappings(void)
 	 * duplicates.
 	 */
 	/*
-	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue
-	 * (the view metronome_outbox shows them), in the segment $7 of the
-	 * writing transaction (metronome_segment()); a transaction_id already
-	 * in any segment or among the exception rows is skipped.  ON CONFLICT
-	 * covers the writer's own segment (its unique index), NOT EXISTS the
-	 * other two and the exception rows: one index probe each, pruned at
-	 * execution to the segments that are not $7.  The writer pins the plan
-	 * (MetronomePinPlans): probes by index whatever the statistics say,
-	 * never a hash of a whole table per batch.
+	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue (the
+	 * view metronome_outbox shows them); see queue_insert_sql().
 	 */
-	if (!OidIsValid(MetronomeRelid("metronome_queue", true)))
-		/* the 0.1.0 objects (the update is still to run); $7 unused */
-		insert_outbox = prepare_plan(psprintf(
-											  "INSERT INTO %s.metronome_outbox "
-											  "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											  "SELECT r.t, r.c, r.e, r.ts, r.p, r.m "
-											  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-											  "pg_catalog.unnest($6)) AS r (t, c, e, ts, p, m) "
-											  "WHERE $7 IS NOT NULL "
-											  "ORDER BY r.t COLLATE pg_catalog.\"C\" "
-											  "ON CONFLICT (transaction_id) DO NOTHING",
-											  schema), 7, outbox_types);
+	set->queue = OidIsValid(MetronomeRelid("metronome_queue", true));
+	if (!set->queue)
+		/* the 0.1.0 objects (the update is still to run) */
+		insert_outbox[0] = prepare_plan(psprintf(
+												 "INSERT INTO %s.metronome_outbox "
+												 "(transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
+												 "SELECT r.t, r.c, r.e, r.ts, r.p, r.m "
+												 "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+												 "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+												 "pg_catalog.unnest($6)) WITH ORDINALITY AS r (t, c, e, ts, p, m, o) "
+												 "ORDER BY r.t COLLATE pg_catalog.\"C\", r.o "
+												 "ON CONFLICT (transaction_id) DO NOTHING",
+												 schema), 6, outbox_types);
 	else
 	{
-		insert_outbox = prepare_plan(psprintf(
-											  "INSERT INTO %1$s.metronome_queue "
-											  "(seg, transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											  "SELECT $7, r.t, r.c, r.e, r.ts, r.p, r.m "
-											  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-											  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-											  "pg_catalog.unnest($6)) WITH ORDINALITY AS r (t, c, e, ts, p, m, o) "
-											  "WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
-											  "WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\" "
-											  "AND q.seg OPERATOR(pg_catalog.<>) $7) "
-											  "AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s "
-											  "WHERE s.transaction_id = r.t COLLATE pg_catalog.\"C\") "
-											  "ORDER BY r.t COLLATE pg_catalog.\"C\", r.o "
-											  "ON CONFLICT DO NOTHING",
-											  schema), 7, outbox_types);
-		insert_fast = prepare_plan(psprintf(
-											"INSERT INTO %1$s.metronome_queue "
-											"(seg, transaction_id, customer_id, event_type, \"timestamp\", properties, mapping) "
-											"SELECT $7, r.t, r.c, r.e, r.ts, r.p, r.m "
-											"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-											"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-											"pg_catalog.unnest($6)) WITH ORDINALITY AS r (t, c, e, ts, p, m, o) "
-											"WHERE NOT EXISTS (SELECT 1 FROM %1$s.metronome_queue q "
-											"WHERE q.transaction_id = r.t COLLATE pg_catalog.\"C\" "
-											"AND q.seg OPERATOR(pg_catalog.<>) $7) "
-											"AND NOT EXISTS (SELECT 1 FROM %1$s.metronome_outbox_state s "
-											"WHERE s.transaction_id = r.t COLLATE pg_catalog.\"C\") "
-											"ORDER BY r.t COLLATE pg_catalog.\"C\", r.o",
-											schema), 7, outbox_types);
+		int			k;
+
+		for (k = 0; k < METRONOME_NSEGMENTS; k++)
+			set->segment_relid[k] =
+				MetronomeRelid(psprintf("metronome_queue_%d", k), false);
+		set->state_relid = MetronomeRelid("metronome_outbox_state", false);
+		for (k = 0; k < 2; k++)
+		{
+			insert_outbox[k] = prepare_plan(queue_insert_sql(schema, true, k == 1),
+											9, outbox_types);
+			insert_fast[k] = prepare_plan(queue_insert_sql(schema, false, k == 1),
+										  9, outbox_types);
+		}
 	}
 	insert_rejected = prepare_plan(psprintf(
 											"INSERT INTO %s.metronome_rejected (mapping, event, error) "
@@ -310,64 +341,110 @@ load_mappings(void)
 											schema), 3, rejected_types);
 
 	/* complete: keep it */
-	SPI_keepplan(insert_outbox);
-	if (insert_fast)
-		SPI_keepplan(insert_fast);
+	for (i = 0; i < 2; i++)
+	{
+		if (insert_outbox[i])
+			SPI_keepplan(insert_outbox[i]);
+		if (insert_fast[i])
+			SPI_keepplan(insert_fast[i]);
+		set->insert_outbox[i] = insert_outbox[i];
+		set->insert_fast[i] = insert_fast[i];
+	}
 	SPI_keepplan(insert_rejected);
-	set->insert_outbox = insert_outbox;
-	set->insert_fast = insert_fast;
 	set->insert_rejected = insert_rejected;
 	MemoryContextSetParent(cxt, CacheMemoryContext);
 	return set;
 }
 
 /*
- * Write outbox rows: cols are the six arrays of the insert plans
- * (transaction_id, customer_id, event_type, timestamp, properties,
- * mapping) of nrows rows.  Runs as the extension's owner (the caller's
- * MetronomeBeginAsOwner, whose GUC nest level also holds the pinned plan
- * settings).  Returns the rows written, duplicates not counted.
+ * Can the relation hold a row?  (A relation that does not exist any more
+ * is said to: its probe then fails in the plan, with the usual error.)
+ */
+static bool
+relation_has_blocks(Oid relid)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	bool		has;
+
+	if (rel == NULL)
+		return true;
+	has = RelationGetNumberOfBlocks(rel) > 0;
+	relation_close(rel, NoLock);
+	return has;
+}
+
+/*
+ * Write outbox rows: cols are the six arrays (transaction_id,
+ * customer_id, event_type, timestamp, properties, mapping) of nrows rows.
+ * Runs as the extension's owner (the caller's MetronomeBeginAsOwner, whose
+ * GUC nest level also holds the pinned plan settings).  Returns the rows
+ * written, duplicates not counted.
+ *
+ * Probes only where a duplicate can be: the statement's snapshot is taken
+ * first, then a segment or the exception rows with no block at all are
+ * left out (a row visible in that snapshot was written, and its block
+ * added, before it).  The segment after the current one is empty most of
+ * the time (retention truncates it), the exception rows often are.
  *
  * The fast path: a batch of at least WRITER_FAST_MIN_ROWS rows is written
- * by a plain INSERT (the NOT EXISTS probes of the other segments and of the
- * exception rows, no ON CONFLICT) in a subtransaction.  A duplicate in
- * the writer's own segment (an earlier row, a concurrent transaction's
- * that committed, or two rows of the batch) then raises unique_violation
- * in its unique index: the subtransaction is rolled back and the batch is
- * written again by the ON CONFLICT DO NOTHING plan, so a duplicate is
- * still skipped, never an error.  ON CONFLICT's speculative insertion
- * costs about as much per row as the rest of the deduplication together
- * (test/bench/mapping.sh).  Each subtransaction leaves a subtransaction id
- * in the backend's cache until the transaction ends, and once that cache
- * (PGPROC_MAX_CACHED_SUBXIDS) overflows every other session's snapshots
- * become expensive: the fast path is taken only while the cache is less
- * than half full, whatever filled it.
+ * by a plain INSERT (the probes, no ON CONFLICT) in a subtransaction.  A
+ * duplicate in the writer's own segment (an earlier row, a concurrent
+ * transaction's that committed, or two rows of the batch) then raises
+ * unique_violation in its unique index: the subtransaction is rolled back
+ * and the batch is written again with ON CONFLICT DO NOTHING, so a
+ * duplicate is still skipped, never an error.  ON CONFLICT's speculative
+ * insertion costs about as much per row as the rest of the deduplication
+ * together (test/bench/mapping.sh).  Each subtransaction leaves a
+ * subtransaction id in the backend's cache until the transaction ends,
+ * and once that cache (PGPROC_MAX_CACHED_SUBXIDS) overflows every other
+ * session's snapshots become expensive: the fast path is taken only while
+ * the cache is less than half full, whatever filled it.
  */
 #define WRITER_FAST_MIN_ROWS 32
 
 uint64
 MappingsInsertOutbox(MappingSet *set, const Datum *cols, int nrows)
 {
-	Datum		args[7];
+	Datum		args[9];
+	Snapshot	snap;
+	int			seg;
+	int			k;
+	int			n = 0;
+	int			probe_state;
+	volatile uint64 written = 0;
+	volatile bool done = false;
 
-	memcpy(args, cols, sizeof(Datum) * 6);
-	args[6] = Int16GetDatum((int16) MetronomeSegment());
 	MetronomePinPlans(true);
+	memcpy(args, cols, sizeof(Datum) * 6);
+	if (!set->queue)
+	{
+		if (SPI_execute_plan(set->insert_outbox[0], args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into metronome_outbox");
+		return SPI_processed;
+	}
 
-	if (set->insert_fast != NULL && nrows >= WRITER_FAST_MIN_ROWS &&
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	seg = MetronomeSegment();
+	args[6] = Int16GetDatum((int16) seg);
+	args[7] = args[8] = Int16GetDatum(-1);
+	for (k = 0; k < METRONOME_NSEGMENTS; k++)
+		if (k != seg && relation_has_blocks(set->segment_relid[k]))
+			args[7 + n++] = Int16GetDatum((int16) k);
+	probe_state = relation_has_blocks(set->state_relid) ? 1 : 0;
+
+	if (nrows >= WRITER_FAST_MIN_ROWS &&
 		!MyProc->subxidStatus.overflowed &&
 		MyProc->subxidStatus.count < PGPROC_MAX_CACHED_SUBXIDS / 2)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
 		ResourceOwner owner = CurrentResourceOwner;
-		volatile uint64 written = 0;
-		volatile bool done = false;
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
-			if (SPI_execute_plan(set->insert_fast, args, NULL, false, 0) != SPI_OK_INSERT)
+			if (SPI_execute_snapshot(set->insert_fast[probe_state], args, NULL, snap,
+									 InvalidSnapshot, false, true, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not insert into metronome_outbox");
 			written = SPI_processed;
 			ReleaseCurrentSubTransaction();
@@ -390,13 +467,16 @@ MappingsInsertOutbox(MappingSet *set, const Datum *cols, int nrows)
 			FreeErrorData(edata);
 		}
 		PG_END_TRY();
-		if (done)
-			return written;
 	}
-
-	if (SPI_execute_plan(set->insert_outbox, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into metronome_outbox");
-	return SPI_processed;
+	if (!done)
+	{
+		if (SPI_execute_snapshot(set->insert_outbox[probe_state], args, NULL, snap,
+								 InvalidSnapshot, false, true, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into metronome_outbox");
+		written = SPI_processed;
+	}
+	UnregisterSnapshot(snap);
+	return written;
 }
 
 /*
