@@ -2,6 +2,7 @@
 # test/bench/mapping.sh: how much the mapping trigger costs an INSERT.
 #
 # Usage: test/bench/mapping.sh [--quick] [--events N] [--runs R] [--pgbench-seconds S]
+#            [--history H]
 #
 # Loads N (100,000) realistic Segment track events of about 1 KB into a
 # staging table, then inserts them with INSERT ... SELECT three ways, R (3)
@@ -13,7 +14,11 @@
 #       has to write;
 #   (b) into segment_events, mapped by the extension's trigger;
 #   (c) into a table whose hand-written PL/pgSQL trigger applies the same
-#       preset mapping (what a user would write without the extension).
+#       preset mapping (what a user would write without the extension);
+#   (d) (b) again with history where 0.2.0's writer probes for duplicates:
+#       H (1,000,000) acknowledged rows retained in the previous queue
+#       segment and 10,000 exception rows (an outage's failures), never
+#       analyzed (0.2.0's queue only).
 # Then single-row INSERT transactions with pgbench (1 client, S seconds),
 # into a table without the trigger and into segment_events.
 # --quick: 20,000 events, one run, 3 s of pgbench (a smoke test).
@@ -28,10 +33,12 @@ BENCH_SCRIPT=test/bench/mapping.sh
 EVENTS=100000
 RUNS=3
 PGBENCH_SECONDS=10
+HISTORY=1000000
 ARGS=("$@")
 while [ $# -gt 0 ]; do
 	case "$1" in
-		--quick) EVENTS=20000; RUNS=1; PGBENCH_SECONDS=3; shift ;;
+		--quick) EVENTS=20000; RUNS=1; PGBENCH_SECONDS=3; HISTORY=50000; shift ;;
+		--history) HISTORY=$2; shift 2 ;;
 		--events) EVENTS=$2; shift 2 ;;
 		--runs) RUNS=$2; shift 2 ;;
 		--pgbench-seconds) PGBENCH_SECONDS=$2; shift 2 ;;
@@ -140,7 +147,23 @@ reset_tables()
 		-c "CHECKPOINT" >/dev/null
 }
 
-declare -a A B C
+# load_history: (d)'s rows, after reset_tables
+load_history()
+{
+	bench_psql -c "
+	INSERT INTO metronome_queue (seg, transaction_id, customer_id, event_type, \"timestamp\", properties)
+	SELECT (metronome_segment() + 2) % 3, 'hist-' || g || '-' || md5(g::text), 'org-' || (g % 500),
+	       'API Call', now() - interval '2 days', jsonb_build_object('n', g)
+	  FROM generate_series(1, $HISTORY) g" \
+		-c "
+	INSERT INTO metronome_outbox_state (id, transaction_id, customer_id, event_type, \"timestamp\",
+	                                    status, attempts, last_error)
+	SELECT -g, 'failed-' || g, 'org-1', 'API Call', now() - interval '1 day', 'failed', 1, 'HTTP 400'
+	  FROM generate_series(1, 10000) g" \
+		-c "CHECKPOINT" >/dev/null
+}
+
+declare -a A B C D
 for ((r = 1; r <= RUNS; r++)); do
 	mt_log "run $r of $RUNS"
 	reset_tables
@@ -156,12 +179,20 @@ for ((r = 1; r <= RUNS; r++)); do
 	[ "$mapped" -eq "$EVENTS" ] || mt_die "(b) mapped $mapped of $EVENTS events"
 	reset_tables
 	C+=("$(bench_time "INSERT INTO pl_events (event) SELECT event FROM staging ORDER BY i")")
+	if [ "$STORAGE" = metronome_queue ]; then
+		reset_tables
+		load_history
+		D+=("$(bench_time "INSERT INTO segment_events (event) SELECT event FROM staging ORDER BY i")")
+		mapped=$(bench_psql -At -c "SELECT count(*) FROM metronome_queue WHERE transaction_id LIKE 'msg-%'")
+		[ "$mapped" -eq "$EVENTS" ] || mt_die "(d) mapped $mapped of $EVENTS events"
+	fi
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ta=$(median "${A[@]}")
 tb=$(median "${B[@]}")
 tc=$(median "${C[@]}")
+td=$( [ ${#D[@]} -gt 0 ] && median "${D[@]}" || echo 0)
 rate() { echo "$EVENTS $1" | awk '{ printf "%.0f", $1 / $2 }'; }
 
 mt_log "pgbench: single-row INSERT transactions, ${PGBENCH_SECONDS}s each"
@@ -194,10 +225,12 @@ mapping benchmark ($(nproc) cores, PostgreSQL $PG_MAJOR)
   (a) floor: no trigger + pre-mapped rows into outbox copy   $(printf '%7.3f  %9s' "$ta" "$(rate "$ta")")
   (b) segment_events, mapped by the extension                $(printf '%7.3f  %9s' "$tb" "$(rate "$tb")")
   (c) hand-written PL/pgSQL trigger, same preset mapping     $(printf '%7.3f  %9s' "$tc" "$(rate "$tc")")
-  runs (a): ${A[*]}   (b): ${B[*]}   (c): ${C[*]}
+  (d) (b) with $HISTORY retained rows + 10000 exception rows   $(printf '%7.3f  %9s' "$td" "$( [ "$td" != 0 ] && rate "$td" || echo n/a)")
+  runs (a): ${A[*]}   (b): ${B[*]}   (c): ${C[*]}   (d): ${D[*]:-none}
 
   b/a = $(bench_ratio "$tb" "$ta")   (target: at most 1.15; outbox storage: $STORAGE)
   c/b = $(bench_ratio "$tc" "$tb")   (how much slower the hand-written trigger is)
+  d/a = $(bench_ratio "$td" "$ta"), d/b = $(bench_ratio "$td" "$tb")   (the probes of retained rows and exception rows)
 
   single-row INSERT transactions (pgbench, 1 client, ${PGBENCH_SECONDS} s)   latency ms   tps
   without trigger (plain table)                                $(printf '%8s  %6s' "$lat_plain" "$tps_plain")
