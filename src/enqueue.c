@@ -214,8 +214,6 @@ writer_reserve(OutboxWriter *w, bool rejected)
 static void
 writer_flush(OutboxWriter *w)
 {
-	static const Oid outbox_elem[6] = {TEXTOID, TEXTOID, TEXTOID,
-	TIMESTAMPTZOID, JSONBOID, TEXTOID};
 	MemoryContext old;
 	MetronomeAsOwner sw;
 	bool		wake = false;
@@ -227,22 +225,8 @@ writer_flush(OutboxWriter *w)
 
 	if (w->nrows > 0)
 	{
-		Datum		args[6];
-		int			c;
-		uint64		n;
+		uint64		n = MappingsInsertOutbox(w->set, w->cols, w->nrows);
 
-		for (c = 0; c < 6; c++)
-		{
-			int16		typlen;
-			bool		typbyval;
-			char		typalign;
-
-			get_typlenbyvalalign(outbox_elem[c], &typlen, &typbyval, &typalign);
-			args[c] = PointerGetDatum(construct_array(w->cols[c], w->nrows,
-													  outbox_elem[c], typlen,
-													  typbyval, typalign));
-		}
-		n = MappingsInsertOutbox(w->set, args, w->nrows);
 		if (n > 0)
 		{
 			w->written += n;

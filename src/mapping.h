@@ -53,10 +53,12 @@ typedef struct MappingSet
  * connected). */
 extern MappingSet *MappingsGet(void);
 
-/* Write nrows outbox rows from the six column arrays, as the owner
- * (between the caller's MetronomeBeginAsOwner/EndAsOwner); duplicates are
- * skipped.  Returns the rows written. */
-extern uint64 MappingsInsertOutbox(MappingSet *set, const Datum *cols, int nrows);
+/* Write nrows outbox rows, cols[c][i] the value of column c (transaction_id,
+ * customer_id, event_type, timestamp, properties, mapping) of row i, as the
+ * owner (between the caller's MetronomeBeginAsOwner/EndAsOwner); duplicates
+ * are skipped, the first of a batch's duplicates kept.  Returns the rows
+ * written. */
+extern uint64 MappingsInsertOutbox(MappingSet *set, Datum *const *cols, int nrows);
 
 /* One event mapped by one mapping. */
 typedef struct MappedEvent

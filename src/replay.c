@@ -225,15 +225,7 @@ metronome_map_batch(PG_FUNCTION_ARGS)
 	MetronomeBeginAsOwner(set->owner, &sw);
 	if (nout > 0)
 	{
-		Datum		args[6];
-
-		args[0] = replay_array(ocols[0], NULL, nout, TEXTOID);
-		args[1] = replay_array(ocols[1], NULL, nout, TEXTOID);
-		args[2] = replay_array(ocols[2], NULL, nout, TEXTOID);
-		args[3] = replay_array(ocols[3], NULL, nout, TIMESTAMPTZOID);
-		args[4] = replay_array(ocols[4], NULL, nout, JSONBOID);
-		args[5] = replay_array(ocols[5], NULL, nout, TEXTOID);
-		written = (int64) MappingsInsertOutbox(set, args, nout);
+		written = (int64) MappingsInsertOutbox(set, ocols, nout);
 		if (written > 0)
 			DeliveryWakeAtCommit();
 	}
