@@ -28,14 +28,13 @@
  *
  * Rows are written in batches: the mapped values are collected into arrays
  * and written by one prepared INSERT ... SELECT FROM unnest(...) per batch
- * (mappings.c), so a multi-row INSERT or a COPY into a table with the
- * statement-level trigger (what metronome_attach creates) costs one
- * executor run per thousand events, not one per event.  A duplicate
- * transaction_id is skipped, never an error: ON CONFLICT DO NOTHING in the
- * writing transaction's queue segment, NOT EXISTS in the others and among
- * the exception rows, by index probes whatever the statistics say
- * (MetronomePinPlans: a plan made while metronome_outbox_state was empty
- * once hashed the whole table for every batch after it had grown).
+ * of up to WRITER_BATCH_ROWS (MappingsInsertOutbox, mappings.c), so a
+ * multi-row INSERT or a COPY into a table with the statement-level trigger
+ * (what metronome_attach creates) costs one executor run per few thousand
+ * events, not one per event.  A duplicate transaction_id is skipped, never
+ * an error; how (the unique index of the writing transaction's segment,
+ * index probes of the other segments and of the exception rows, a plan
+ * pinned whatever the statistics say) is mappings.c's.
  *
  *-------------------------------------------------------------------------
  */

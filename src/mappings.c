@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * mappings.c
- *	  The metronome_mappings table: validation of rows at INSERT/UPDATE, and
- *	  the per-backend cache of compiled mappings.
+ *	  The metronome_mappings table: validation of rows at INSERT/UPDATE, the
+ *	  per-backend cache of compiled mappings, and the write of mapped rows
+ *	  into the outbox (MappingsInsertOutbox: deduplication, its fast path,
+ *	  its pinned plans).
  *
  * Mappings are parsed once: the first event a backend maps loads every
  * enabled row, compiles its FQL subscription and its five mapping values,
