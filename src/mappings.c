@@ -301,14 +301,6 @@ load_mappings(void)
 	SPI_freeplan(select_plan);
 
 	/*
-	 * Rows go in in transaction_id order: two sessions inserting the same
-	 * new events in different orders would otherwise each wait for the
-	 * other's uncommitted row (ON CONFLICT must wait) and deadlock.  Among
-	 * rows of one batch with the same transaction_id, the first in the
-	 * statement's order goes in (ORDINALITY) and the later ones are the
-	 * duplicates.
-	 */
-	/*
 	 * 0.2.0 (delivery core): the outbox's rows live in metronome_queue (the
 	 * view metronome_outbox shows them); see queue_insert_sql().
 	 */
