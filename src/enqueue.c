@@ -92,10 +92,9 @@ PG_FUNCTION_INFO_V1(metronome_map);
 typedef struct OutboxWriter
 {
 	MappingSet *set;
-	MemoryContext cxt;			/* the column arrays: the writer's life */
 	MemoryContext batch_cxt;	/* the collected values; reset per flush */
 	int			nrows;
-	int			cap;			/* room in cols */
+	int			cap;			/* room in cols (in the writer's context) */
 	Datum	   *cols[6];		/* outbox columns */
 	int			nrejected;
 	int			rcap;			/* room in rcols and rnull */
@@ -166,12 +165,19 @@ event_excerpt(Jsonb *event)
 static void
 writer_init(OutboxWriter *w, MappingSet *set)
 {
+	int			c;
+
 	memset(w, 0, sizeof(OutboxWriter));
 	w->set = set;
-	w->cxt = CurrentMemoryContext;
 	w->batch_cxt = AllocSetContextCreate(CurrentMemoryContext,
 										 "metronome outbox batch",
 										 ALLOCSET_DEFAULT_SIZES);
+	w->cap = w->rcap = WRITER_FIRST_ROWS;
+	for (c = 0; c < 6; c++)
+		w->cols[c] = palloc(sizeof(Datum) * WRITER_FIRST_ROWS);
+	for (c = 0; c < 3; c++)
+		w->rcols[c] = palloc(sizeof(Datum) * WRITER_FIRST_ROWS);
+	w->rnull = palloc(sizeof(bool) * WRITER_FIRST_ROWS);
 }
 
 /* room for one more outbox row (rejected: one more rejected row) */
@@ -179,30 +185,20 @@ static void
 writer_reserve(OutboxWriter *w, bool rejected)
 {
 	int		   *cap = rejected ? &w->rcap : &w->cap;
-	int			n = rejected ? w->nrejected : w->nrows;
-	int			newcap;
 	int			c;
 
-	if (n < *cap)
+	if ((rejected ? w->nrejected : w->nrows) < *cap)
 		return;
-	newcap = *cap == 0 ? WRITER_FIRST_ROWS : Min(*cap * 2, WRITER_BATCH_ROWS);
-	Assert(newcap > n);
+	*cap = Min(*cap * 2, WRITER_BATCH_ROWS);
 	if (rejected)
 	{
 		for (c = 0; c < 3; c++)
-			w->rcols[c] = *cap == 0 ?
-				MemoryContextAlloc(w->cxt, sizeof(Datum) * newcap) :
-				repalloc(w->rcols[c], sizeof(Datum) * newcap);
-		w->rnull = *cap == 0 ?
-			MemoryContextAlloc(w->cxt, sizeof(bool) * newcap) :
-			repalloc(w->rnull, sizeof(bool) * newcap);
+			w->rcols[c] = repalloc(w->rcols[c], sizeof(Datum) * *cap);
+		w->rnull = repalloc(w->rnull, sizeof(bool) * *cap);
 	}
 	else
 		for (c = 0; c < 6; c++)
-			w->cols[c] = *cap == 0 ?
-				MemoryContextAlloc(w->cxt, sizeof(Datum) * newcap) :
-				repalloc(w->cols[c], sizeof(Datum) * newcap);
-	*cap = newcap;
+			w->cols[c] = repalloc(w->cols[c], sizeof(Datum) * *cap);
 }
 
 /*

@@ -76,6 +76,7 @@ static bool callbacks_registered = false;
 static void free_finished_sets(void);
 static char *queue_insert_sql(const char *schema, bool on_conflict, bool probe_state);
 static bool relation_has_blocks(Oid relid);
+static uint64 queue_insert_run(SPIPlanPtr plan, Datum *args, Snapshot snap);
 static void warn_shared_transaction_id(HeapTuple tuple, TupleDesc desc,
 									   const char *name);
 
@@ -355,6 +356,16 @@ load_mappings(void)
 	return set;
 }
 
+/* run one of the batch's INSERTs under snap; the rows written */
+static uint64
+queue_insert_run(SPIPlanPtr plan, Datum *args, Snapshot snap)
+{
+	if (SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot,
+							 false, true, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into metronome_outbox");
+	return SPI_processed;
+}
+
 /*
  * Can the relation hold a row?  (A relation that does not exist any more
  * is said to: its probe then fails in the plan, with the usual error.)
@@ -494,10 +505,7 @@ MappingsInsertOutbox(MappingSet *set, Datum *const *cols, int nrows)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
-			if (SPI_execute_snapshot(set->insert_fast[probe_state], args, NULL, snap,
-									 InvalidSnapshot, false, true, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not insert into metronome_outbox");
-			written = SPI_processed;
+			written = queue_insert_run(set->insert_fast[probe_state], args, snap);
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
@@ -520,12 +528,7 @@ MappingsInsertOutbox(MappingSet *set, Datum *const *cols, int nrows)
 		PG_END_TRY();
 	}
 	if (!done)
-	{
-		if (SPI_execute_snapshot(set->insert_outbox[probe_state], args, NULL, snap,
-								 InvalidSnapshot, false, true, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert into metronome_outbox");
-		written = SPI_processed;
-	}
+		written = queue_insert_run(set->insert_outbox[probe_state], args, snap);
 	UnregisterSnapshot(snap);
 	return written;
 }

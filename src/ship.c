@@ -1157,16 +1157,16 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	}
 	ship_ensure_plans(relid);
 
-	/* after a restore, the dumped cursor row wins over the new one */
-	if (ship_run(plans.dedup, NULL, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not read the delivery cursor");
-
-	/* one shipper at a time: the others find it busy */
+	/* one shipper at a time: the others find it busy, and do nothing */
 	if (!ship_lock_shipper())
 	{
 		result->busy = true;
 		return 0;
 	}
+
+	/* after a restore, the dumped cursor row wins over the new one */
+	if (ship_run(plans.dedup, NULL, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not read the delivery cursor");
 
 	snprintf(mine, sizeof(mine), UINT64_FORMAT, GetSystemIdentifier());
 	for (;;)
