@@ -45,7 +45,7 @@ endif
 # our code without tripping over unused parameters in PostgreSQL's inlines.
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc -DMETRONOME_VERSION='"$(EXTVERSION)"' \
                $(shell $(PKG_CONFIG) --cflags libcurl json-c)
-SHLIB_LINK  += $(shell $(PKG_CONFIG) --libs libcurl json-c)
+SHLIB_LINK  += $(shell $(PKG_CONFIG) --libs libcurl json-c) -pthread
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check tmp_check_iso \
               output_iso log

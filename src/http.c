@@ -29,6 +29,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +49,7 @@
 
 struct HttpClient
 {
-	CURLM	   *multi;
+	CURLM	   *multi;			/* the I/O thread's alone once it runs */
 	CURLSH	   *share;
 	char	   *url;
 	char	   *token;			/* kept only to scrub it from error texts */
@@ -56,7 +58,24 @@ struct HttpClient
 	long		timeout_ms;
 	struct curl_slist *headers;
 
-	HttpRequest **active;		/* requests in flight */
+	/*
+	 * Shared between the caller and the I/O thread: everything below, under
+	 * mu (the thread drops it only around curl_multi_perform and
+	 * curl_multi_poll, which touch none of it).
+	 */
+	pthread_mutex_t mu;
+	pthread_cond_t done_cv;		/* a request finished, or a cancel is done */
+	pthread_t	io;
+	bool		io_started;
+	bool		io_stop;		/* the caller asks the thread to end */
+	bool		io_cancel;		/* the caller asks it to abort everything */
+	bool		io_broken;		/* the multi interface failed (HttpWait -1) */
+	int			nflight;		/* started and not yet finished */
+
+	HttpRequest *sub_head;		/* started, not yet handed to libcurl */
+	HttpRequest *sub_tail;
+
+	HttpRequest **active;		/* requests libcurl runs (the thread's) */
 	int			nactive;
 	int			maxactive;
 
@@ -76,6 +95,12 @@ typedef struct HttpRequestPriv
 } HttpRequestPriv;
 
 static bool curl_initialised = false;
+
+static bool io_start(HttpClient *client);
+static void *io_main(void *arg);
+static void io_add_started(HttpClient *client);
+static void io_cancel_all(HttpClient *client);
+static void io_fail_all(HttpClient *client);
 
 /* ----------------------------------------------------------------------
  * Pure helpers
@@ -739,7 +764,7 @@ free_headers(struct curl_slist *list)
 
 /*
  * A new client, or NULL when libcurl cannot be initialised or memory runs
- * out.
+ * out.  Its I/O thread starts with the first request.
  */
 HttpClient *
 HttpClientCreate(void)
@@ -755,6 +780,8 @@ HttpClientCreate(void)
 	client = calloc(1, sizeof(HttpClient));
 	if (client == NULL)
 		return NULL;
+	pthread_mutex_init(&client->mu, NULL);
+	pthread_cond_init(&client->done_cv, NULL);
 	client->multi = curl_multi_init();
 	client->share = curl_share_init();
 	if (client->multi == NULL || client->share == NULL)
@@ -769,7 +796,7 @@ HttpClientCreate(void)
 }
 
 /*
- * Abort whatever is in flight and free the client.
+ * Abort whatever is in flight, end the I/O thread and free the client.
  */
 void
 HttpClientDestroy(HttpClient *client)
@@ -779,6 +806,15 @@ HttpClientDestroy(HttpClient *client)
 	if (client == NULL)
 		return;
 	HttpCancelAll(client);
+	if (client->io_started)
+	{
+		pthread_mutex_lock(&client->mu);
+		client->io_stop = true;
+		pthread_mutex_unlock(&client->mu);
+		curl_multi_wakeup(client->multi);
+		pthread_join(client->io, NULL);
+		client->io_started = false;
+	}
 	for (i = 0; i < client->npool; i++)
 		curl_easy_cleanup(client->pool[i]);
 	if (client->multi)
@@ -791,6 +827,8 @@ HttpClientDestroy(HttpClient *client)
 	free(client->user_agent);
 	free(client->ca_file);
 	free_headers(client->headers);
+	pthread_cond_destroy(&client->done_cv);
+	pthread_mutex_destroy(&client->mu);
 	free(client);
 }
 
@@ -891,9 +929,11 @@ HttpClientSetCAFile(HttpClient *client, const char *path)
 	 * libcurl does not reuse a connection or TLS session made under
 	 * another CA configuration.
 	 */
+	pthread_mutex_lock(&client->mu);
 	for (i = 0; i < client->npool; i++)
 		curl_easy_cleanup(client->pool[i]);
 	client->npool = 0;
+	pthread_mutex_unlock(&client->mu);
 	return true;
 }
 
@@ -959,15 +999,40 @@ seconds_since(const struct timespec *start)
 		(double) (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
+/* append a finished request to the done list (mu held) */
+static void
+done_append(HttpClient *client, HttpRequest *req)
+{
+	req->done = true;
+	req->next_done = NULL;
+	if (client->done_tail)
+		client->done_tail->next_done = req;
+	else
+		client->done_head = req;
+	client->done_tail = req;
+	client->nflight--;
+}
+
+/* fail a request that libcurl never ran or could not finish (mu held) */
+static void
+fail_request(HttpClient *client, HttpRequest *req, const char *why)
+{
+	snprintf(req->error, sizeof(req->error), "%s", why);
+	req->klass = HTTP_CLASS_TRANSIENT;
+	req->status = 0;
+	done_append(client, req);
+}
+
 /*
- * Start POSTing req->body.  False (with req->error set) when it could not
- * be started; the request is then not in flight.
+ * Start POSTing req->body: the request is handed to the I/O thread, which
+ * runs it.  False (with req->error set) when it could not be started; the
+ * request is then not in flight.
  */
 bool
 HttpStart(HttpClient *client, HttpRequest *req)
 {
 	HttpRequestPriv *priv = (HttpRequestPriv *) req;
-	CURL	   *easy;
+	CURL	   *easy = NULL;
 
 	req->done = false;
 	req->status = 0;
@@ -985,21 +1050,21 @@ HttpStart(HttpClient *client, HttpRequest *req)
 		req->klass = HTTP_CLASS_CONFIG;
 		return false;
 	}
-	if (client->nactive == client->maxactive)
+	if (!client->io_started && !io_start(client))
 	{
-		int			n = client->maxactive ? client->maxactive * 2 : 16;
-		HttpRequest **grown = realloc(client->active, n * sizeof(HttpRequest *));
-
-		if (grown == NULL)
-			goto oom;
-		client->active = grown;
-		client->maxactive = n;
+		snprintf(req->error, sizeof(req->error), "could not start the HTTP client's thread");
+		req->klass = HTTP_CLASS_TRANSIENT;
+		return false;
 	}
 
-	easy = client->npool > 0 ? client->pool[--client->npool] : curl_easy_init();
-	if (easy == NULL)
+	pthread_mutex_lock(&client->mu);
+	if (client->npool > 0)
+		easy = client->pool[--client->npool];
+	pthread_mutex_unlock(&client->mu);
+	if (easy == NULL && (easy = curl_easy_init()) == NULL)
 		goto oom;
 
+	/* an easy handle that is in no multi handle is ours to set up */
 	curl_easy_setopt(easy, CURLOPT_URL, client->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -1026,15 +1091,19 @@ HttpStart(HttpClient *client, HttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, priv->curl_error);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-
-	if (curl_multi_add_handle(client->multi, easy) != CURLM_OK)
-	{
-		curl_easy_cleanup(easy);
-		goto oom;
-	}
 	req->easy = easy;
-	client->active[client->nactive++] = req;
 	clock_gettime(CLOCK_MONOTONIC, &priv->started);
+
+	pthread_mutex_lock(&client->mu);
+	req->next_done = NULL;
+	if (client->sub_tail)
+		client->sub_tail->next_done = req;
+	else
+		client->sub_head = req;
+	client->sub_tail = req;
+	client->nflight++;
+	pthread_mutex_unlock(&client->mu);
+	curl_multi_wakeup(client->multi);
 	return true;
 
 oom:
@@ -1043,7 +1112,7 @@ oom:
 	return false;
 }
 
-/* detach a finished or cancelled request from the multi handle */
+/* detach a finished or cancelled request from the multi handle (mu held) */
 static void
 detach(HttpClient *client, HttpRequest *req, bool reuse)
 {
@@ -1057,12 +1126,12 @@ detach(HttpClient *client, HttpRequest *req, bool reuse)
 			client->active[i] = client->active[--client->nactive];
 			/* no stale pointer: a request leaked must show as lost */
 			client->active[client->nactive] = NULL;
+			curl_multi_remove_handle(client->multi, easy);
 			break;
 		}
 	}
 	if (easy == NULL)
 		return;
-	curl_multi_remove_handle(client->multi, easy);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
@@ -1073,7 +1142,7 @@ detach(HttpClient *client, HttpRequest *req, bool reuse)
 	req->easy = NULL;
 }
 
-/* record the outcome of a transfer that libcurl reports done */
+/* record the outcome of a transfer that libcurl reports done (mu held) */
 static void
 finish(HttpClient *client, HttpRequest *req, CURLcode result)
 {
@@ -1118,16 +1187,10 @@ finish(HttpClient *client, HttpRequest *req, CURLcode result)
 	scrub_cut(req->error, sizeof(req->error), client->token);
 
 	detach(client, req, true);
-	req->done = true;
-	req->next_done = NULL;
-	if (client->done_tail)
-		client->done_tail->next_done = req;
-	else
-		client->done_head = req;
-	client->done_tail = req;
+	done_append(client, req);
 }
 
-/* collect every transfer libcurl has finished */
+/* collect every transfer libcurl has finished (mu held) */
 static void
 collect(HttpClient *client)
 {
@@ -1146,87 +1209,60 @@ collect(HttpClient *client)
 	}
 }
 
-/*
- * Drive the transfers: returns at once when a request has finished (see
- * HttpNextDone), else after waiting at most timeout_ms for network
- * activity.  Returns how many requests are still in flight, -1 on a
- * libcurl failure (then every request in flight is failed as transient).
- */
-int
-HttpWait(HttpClient *client, int timeout_ms)
+/* hand the requests started since the last turn to libcurl (mu held) */
+static void
+io_add_started(HttpClient *client)
 {
-	int			running = 0;
-
-	if (curl_multi_perform(client->multi, &running) != CURLM_OK)
-		goto broken;
-	collect(client);
-	if (client->done_head == NULL && client->nactive > 0)
+	while (client->sub_head != NULL)
 	{
-		if (curl_multi_poll(client->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
-			goto broken;
-		if (curl_multi_perform(client->multi, &running) != CURLM_OK)
-			goto broken;
-		collect(client);
+		HttpRequest *req = client->sub_head;
+
+		client->sub_head = req->next_done;
+		if (client->sub_head == NULL)
+			client->sub_tail = NULL;
+		req->next_done = NULL;
+		if (client->nactive == client->maxactive)
+		{
+			int			n = client->maxactive ? client->maxactive * 2 : 16;
+			HttpRequest **grown = realloc(client->active, n * sizeof(HttpRequest *));
+
+			if (grown == NULL)
+			{
+				detach(client, req, true);
+				fail_request(client, req, "could not start an HTTP request: out of memory");
+				continue;
+			}
+			client->active = grown;
+			client->maxactive = n;
+		}
+		if (curl_multi_add_handle(client->multi, req->easy) != CURLM_OK)
+		{
+			detach(client, req, false);
+			fail_request(client, req, "could not start an HTTP request: out of memory");
+			continue;
+		}
+		client->active[client->nactive++] = req;
 	}
-	return client->nactive;
+}
 
-broken:
-	while (client->nactive > 0)
+/*
+ * Abort every request, started or running, and forget finished ones not
+ * yet taken (mu held, or no thread).  The requests stay allocated (their
+ * owner frees them); their connections are closed.
+ */
+static void
+io_cancel_all(HttpClient *client)
+{
+	while (client->sub_head != NULL)
 	{
-		HttpRequest *req = client->active[0];
+		HttpRequest *req = client->sub_head;
 
-		snprintf(req->error, sizeof(req->error), "libcurl multi interface failed");
-		req->klass = HTTP_CLASS_TRANSIENT;
-		req->status = 0;
+		client->sub_head = req->next_done;
+		req->next_done = NULL;
 		detach(client, req, false);
-		req->done = true;
-		req->next_done = NULL;
-		if (client->done_tail)
-			client->done_tail->next_done = req;
-		else
-			client->done_head = req;
-		client->done_tail = req;
+		req->done = false;
 	}
-	return -1;
-}
-
-/*
- * The next finished request, or NULL.
- */
-HttpRequest *
-HttpNextDone(HttpClient *client)
-{
-	HttpRequest *req = client->done_head;
-
-	if (req != NULL)
-	{
-		client->done_head = req->next_done;
-		if (client->done_head == NULL)
-			client->done_tail = NULL;
-		req->next_done = NULL;
-	}
-	return req;
-}
-
-/*
- * How many requests are in flight.
- */
-int
-HttpInFlight(HttpClient *client)
-{
-	return client ? client->nactive : 0;
-}
-
-/*
- * Abort every request in flight and forget finished ones not yet taken.
- * The requests themselves stay allocated (their owner frees them); their
- * connections are closed.
- */
-void
-HttpCancelAll(HttpClient *client)
-{
-	if (client == NULL)
-		return;
+	client->sub_tail = NULL;
 	while (client->nactive > 0)
 	{
 		HttpRequest *req = client->active[client->nactive - 1];
@@ -1236,4 +1272,192 @@ HttpCancelAll(HttpClient *client)
 		req->done = false;
 	}
 	client->done_head = client->done_tail = NULL;
+	client->nflight = 0;
+}
+
+/* the multi interface failed: every request fails as transient (mu held) */
+static void
+io_fail_all(HttpClient *client)
+{
+	while (client->sub_head != NULL)
+	{
+		HttpRequest *req = client->sub_head;
+
+		client->sub_head = req->next_done;
+		detach(client, req, false);
+		fail_request(client, req, "libcurl multi interface failed");
+	}
+	client->sub_tail = NULL;
+	while (client->nactive > 0)
+	{
+		HttpRequest *req = client->active[0];
+
+		detach(client, req, false);
+		fail_request(client, req, "libcurl multi interface failed");
+	}
+	client->io_broken = true;
+}
+
+/*
+ * The I/O thread: runs every transfer of the client.  It is plain C (no
+ * PostgreSQL call, no palloc, no elog), every signal is blocked in it (the
+ * process's handlers run in the caller's thread only), and it owns the
+ * multi handle.  The caller hands it requests (HttpStart: the started
+ * list, then curl_multi_wakeup), and waits on done_cv for them to finish.
+ */
+static void *
+io_main(void *arg)
+{
+	HttpClient *client = arg;
+
+	pthread_mutex_lock(&client->mu);
+	while (!client->io_stop)
+	{
+		int			running = 0;
+		CURLMcode	rc;
+
+		if (client->io_cancel)
+		{
+			io_cancel_all(client);
+			client->io_cancel = false;
+			pthread_cond_broadcast(&client->done_cv);
+			continue;
+		}
+		io_add_started(client);
+		pthread_mutex_unlock(&client->mu);
+		rc = curl_multi_perform(client->multi, &running);
+		pthread_mutex_lock(&client->mu);
+		if (rc != CURLM_OK)
+			io_fail_all(client);
+		else
+			collect(client);
+		if (client->done_head != NULL || client->nflight == 0)
+			pthread_cond_broadcast(&client->done_cv);
+		if (client->io_stop || client->io_cancel || client->sub_head != NULL)
+			continue;
+		pthread_mutex_unlock(&client->mu);
+		/* network activity, a timeout of libcurl's, or curl_multi_wakeup */
+		rc = curl_multi_poll(client->multi, NULL, 0, 1000, NULL);
+		pthread_mutex_lock(&client->mu);
+		if (rc != CURLM_OK)
+		{
+			io_fail_all(client);
+			pthread_cond_broadcast(&client->done_cv);
+		}
+	}
+	pthread_mutex_unlock(&client->mu);
+	return NULL;
+}
+
+/* start the I/O thread with every signal blocked in it */
+static bool
+io_start(HttpClient *client)
+{
+	sigset_t	all;
+	sigset_t	saved;
+	int			rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	rc = pthread_create(&client->io, NULL, io_main, client);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (rc != 0)
+		return false;
+	client->io_started = true;
+	return true;
+}
+
+/*
+ * Wait at most timeout_ms for a request to finish: returns at once when
+ * one has (see HttpNextDone) or none is in flight.  Returns how many
+ * requests are still in flight, -1 on a libcurl failure (then every
+ * request in flight was failed as transient).
+ */
+int
+HttpWait(HttpClient *client, int timeout_ms)
+{
+	int			n;
+
+	pthread_mutex_lock(&client->mu);
+	if (client->done_head == NULL && client->nflight > 0 && !client->io_broken)
+	{
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += timeout_ms / 1000;
+		until.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L)
+		{
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		(void) pthread_cond_timedwait(&client->done_cv, &client->mu, &until);
+	}
+	n = client->io_broken ? -1 : client->nflight;
+	client->io_broken = false;
+	pthread_mutex_unlock(&client->mu);
+	return n;
+}
+
+/*
+ * The next finished request, or NULL.
+ */
+HttpRequest *
+HttpNextDone(HttpClient *client)
+{
+	HttpRequest *req;
+
+	pthread_mutex_lock(&client->mu);
+	req = client->done_head;
+	if (req != NULL)
+	{
+		client->done_head = req->next_done;
+		if (client->done_head == NULL)
+			client->done_tail = NULL;
+		req->next_done = NULL;
+	}
+	pthread_mutex_unlock(&client->mu);
+	return req;
+}
+
+/*
+ * How many requests are in flight (started, not yet finished).
+ */
+int
+HttpInFlight(HttpClient *client)
+{
+	int			n;
+
+	if (client == NULL)
+		return 0;
+	pthread_mutex_lock(&client->mu);
+	n = client->nflight;
+	pthread_mutex_unlock(&client->mu);
+	return n;
+}
+
+/*
+ * Abort every request in flight and forget finished ones not yet taken,
+ * and return once the I/O thread has let go of them all.  The requests
+ * themselves stay allocated (their owner frees them); their connections
+ * are closed.
+ */
+void
+HttpCancelAll(HttpClient *client)
+{
+	if (client == NULL)
+		return;
+	if (!client->io_started)
+	{
+		io_cancel_all(client);
+		return;
+	}
+	pthread_mutex_lock(&client->mu);
+	client->io_cancel = true;
+	pthread_mutex_unlock(&client->mu);
+	curl_multi_wakeup(client->multi);
+	pthread_mutex_lock(&client->mu);
+	while (client->io_cancel)
+		pthread_cond_wait(&client->done_cv, &client->mu);
+	pthread_mutex_unlock(&client->mu);
 }

@@ -123,7 +123,7 @@ PG_INC=$("$PGC" --includedir-server)
 for t in initdb postgres; do
 	[ -x "$PG_BINDIR/$t" ] || mt_die "$PG_BINDIR/$t not found (Debian: postgresql-$PG_MAJOR)"
 done
-CURL_JSON=$(pkg-config --cflags --libs libcurl json-c) ||
+CURL_JSON="$(pkg-config --cflags --libs libcurl json-c) -pthread" ||
 	mt_die "libcurl or json-c headers not found (Debian: libcurl4-openssl-dev libjson-c-dev)"
 
 if [ "$SANITIZE" = none ]; then

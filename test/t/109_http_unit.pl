@@ -17,7 +17,7 @@ my $bin = "$PostgreSQL::Test::Utils::tmp_check/http_test";
 my $flags = `pkg-config --cflags --libs libcurl json-c`;
 chomp $flags;
 my $cc = $ENV{CC} // 'cc';
-my $base = "$cc -std=gnu99 -Wall -Wextra -Werror -g -I$src/src -I$src/test/unit $src/test/unit/http_test.c $src/src/http.c $flags -lm -o $bin";
+my $base = "$cc -std=gnu99 -Wall -Wextra -Werror -g -I$src/src -I$src/test/unit $src/test/unit/http_test.c $src/src/http.c $flags -lm -pthread -o $bin";
 
 # with sanitizers if they link, else without
 my $built = system("$base -fsanitize=address,undefined -fno-sanitize-recover=undefined 2>/dev/null") == 0;
