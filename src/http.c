@@ -70,6 +70,9 @@ struct HttpClient
 	bool		io_stop;		/* the caller asks the thread to end */
 	bool		io_cancel;		/* the caller asks it to abort everything */
 	bool		io_broken;		/* the multi interface failed (HttpWait -1) */
+	bool		hold;			/* an answer other than 2xx came: start no
+								 * queued request until HttpResume */
+	int			max_running;	/* run at most this many at once (0: all) */
 	int			nflight;		/* started and not yet finished */
 
 	HttpRequest *sub_head;		/* started, not yet handed to libcurl */
@@ -1095,6 +1098,10 @@ HttpStart(HttpClient *client, HttpRequest *req)
 	clock_gettime(CLOCK_MONOTONIC, &priv->started);
 
 	pthread_mutex_lock(&client->mu);
+	/* a hold is for requests queued behind an answer not yet seen */
+	if (client->nflight == 0 && client->done_head == NULL)
+		client->hold = false;
+	req->dropped = false;
 	req->next_done = NULL;
 	if (client->sub_tail)
 		client->sub_tail->next_done = req;
@@ -1187,6 +1194,8 @@ finish(HttpClient *client, HttpRequest *req, CURLcode result)
 	scrub_cut(req->error, sizeof(req->error), client->token);
 
 	detach(client, req, true);
+	if (req->klass != HTTP_CLASS_OK)
+		client->hold = true;
 	done_append(client, req);
 }
 
@@ -1213,7 +1222,8 @@ collect(HttpClient *client)
 static void
 io_add_started(HttpClient *client)
 {
-	while (client->sub_head != NULL)
+	while (client->sub_head != NULL && !client->hold &&
+		   (client->max_running <= 0 || client->nactive < client->max_running))
 	{
 		HttpRequest *req = client->sub_head;
 
@@ -1273,6 +1283,7 @@ io_cancel_all(HttpClient *client)
 	}
 	client->done_head = client->done_tail = NULL;
 	client->nflight = 0;
+	client->hold = false;
 }
 
 /* the multi interface failed: every request fails as transient (mu held) */
@@ -1333,7 +1344,9 @@ io_main(void *arg)
 			collect(client);
 		if (client->done_head != NULL || client->nflight == 0)
 			pthread_cond_broadcast(&client->done_cv);
-		if (client->io_stop || client->io_cancel || client->sub_head != NULL)
+		if (client->io_stop || client->io_cancel ||
+			(client->sub_head != NULL && !client->hold &&
+			 (client->max_running <= 0 || client->nactive < client->max_running)))
 			continue;
 		pthread_mutex_unlock(&client->mu);
 		/* network activity, a timeout of libcurl's, or curl_multi_wakeup */
@@ -1459,5 +1472,60 @@ HttpCancelAll(HttpClient *client)
 	pthread_mutex_lock(&client->mu);
 	while (client->io_cancel)
 		pthread_cond_wait(&client->done_cv, &client->mu);
+	pthread_mutex_unlock(&client->mu);
+}
+
+/*
+ * Run at most n requests at once (0: every one started); the others wait,
+ * in the order they were started, in the I/O thread's queue.
+ */
+void
+HttpSetConcurrency(HttpClient *client, int n)
+{
+	pthread_mutex_lock(&client->mu);
+	client->max_running = n;
+	pthread_mutex_unlock(&client->mu);
+	if (client->io_started)
+		curl_multi_wakeup(client->multi);
+}
+
+/*
+ * After an answer other than 2xx no queued request starts until the
+ * caller has seen it and decided: HttpResume lets them go on.
+ */
+void
+HttpResume(HttpClient *client)
+{
+	bool		was;
+
+	pthread_mutex_lock(&client->mu);
+	was = client->hold;
+	client->hold = false;
+	pthread_mutex_unlock(&client->mu);
+	if (was && client->io_started)
+		curl_multi_wakeup(client->multi);
+}
+
+/*
+ * ... or HttpDropQueued gives the queued ones back unsent: each comes out
+ * of HttpNextDone with dropped set (and no answer).  Requests already
+ * running go on.
+ */
+void
+HttpDropQueued(HttpClient *client)
+{
+	pthread_mutex_lock(&client->mu);
+	while (client->sub_head != NULL)
+	{
+		HttpRequest *req = client->sub_head;
+
+		client->sub_head = req->next_done;
+		req->next_done = NULL;
+		detach(client, req, true);
+		req->dropped = true;
+		fail_request(client, req, "not sent");
+	}
+	client->sub_tail = NULL;
+	client->hold = false;
 	pthread_mutex_unlock(&client->mu);
 }

@@ -65,6 +65,7 @@ typedef struct HttpRequest
 	bool		metronome_shaped;	/* an error body of Metronome's shape:
 									 * a JSON object with a string "message" */
 	double		elapsed;		/* seconds from start to done */
+	bool		dropped;		/* given back unsent (HttpDropQueued) */
 
 	/* private to http.c */
 	void	   *easy;			/* CURL * */
@@ -104,5 +105,8 @@ extern int	HttpWait(HttpClient *client, int timeout_ms);
 extern HttpRequest *HttpNextDone(HttpClient *client);
 extern int	HttpInFlight(HttpClient *client);
 extern void HttpCancelAll(HttpClient *client);
+extern void HttpSetConcurrency(HttpClient *client, int n);
+extern void HttpResume(HttpClient *client);
+extern void HttpDropQueued(HttpClient *client);
 
 #endif							/* METRONOME_HTTP_H */

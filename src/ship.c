@@ -233,6 +233,7 @@ typedef struct ShipBatch
 	ShipRow   **r;
 	int			n;
 	struct ShipBatch *parent;	/* the refused batch this is a half of */
+	struct Cycle *cycle;		/* whose rows these are */
 	char	   *error;			/* why this batch was refused (if it was) */
 	int			halves_alike;	/* halves refused with that same answer */
 } ShipBatch;
@@ -265,6 +266,7 @@ typedef struct Cycle
 	TimestampTz lease_until;	/* with our pid: the lease's token */
 	TimestampTz started;
 	bool		again;			/* claim again at once (after a re-stamp) */
+	int			inflight;		/* requests of this claim not yet answered */
 } Cycle;
 
 /*
@@ -293,6 +295,7 @@ static struct
 	SPIPlanPtr	lease;
 	SPIPlanPtr	roll_empty;
 	SPIPlanPtr	ack;
+	SPIPlanPtr	ack_keep;		/* ack, keeping the lease of a claim ahead */
 	SPIPlanPtr	ack_final;
 	SPIPlanPtr	exc_insert;
 	SPIPlanPtr	state_sent;
@@ -315,6 +318,8 @@ static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
  * process, so ship_exit frees them then.
  */
 static Cycle *pending = NULL;
+static Cycle *pending_ahead = NULL; /* the claim made while pending's
+									 * requests were out (ship_deliver) */
 
 static double ship_jitter(void);
 static int64 ship_gate_delay(int64 retry_after_ms, double random01);
@@ -351,14 +356,20 @@ static bool ship_lock_shipper(void);
 static void ship_unlock_shipper(void);
 static int	ship_claim(Cycle *c, int64 max_events, ShipResult *result);
 static void ship_make_batches(Cycle *c, int from, int to);
-static HttpRequest *ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c,
+static HttpRequest *ship_start_batch(HttpClient *http, ShipBatch *b,
 									 bool *started);
+static Cycle *ship_new_cycle(TimestampTz now);
+static void ship_free_cycle(Cycle *c);
+static void ship_claim_bounds(HeapTuple tup, TupleDesc desc, Datum *last_bin,
+							  Datum *upper_bin, TxidRange **ranges, int *nranges);
+static int	ship_claim_ahead(Cycle *n, Cycle *prev, ShipResult *result);
+static bool ship_may_claim_ahead(Cycle *c);
+static void ship_deliver(ShipContext ctx, int64 max_events, ShipResult *result);
 static void ship_outcome(ShipBatch *b, RowOutcome outcome, const char *error,
 						 TimestampTz next_at);
 static bool ship_blanket_refusal(HttpRequest *req, ShipBatch *b, ShipResult *result);
-static bool ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result);
-static void ship_send(Cycle *c, ShipResult *result);
-static void ship_acknowledge(Cycle *c, ShipResult *result);
+static bool ship_handle_done(HttpRequest *req, ShipResult *result);
+static bool ship_acknowledge(Cycle *c, Cycle *next, ShipResult *result);
 static int64 ship_retry_delay(ShipBatch *b, int64 retry_after_ms,
 							  double random01);
 static void ship_rate_change(RateLimitChange change, double rate,
@@ -415,7 +426,7 @@ static void
 ship_free_plans(void)
 {
 	SPIPlanPtr *all[] = {&plans.dedup, &plans.lock, &plans.main, &plans.main_after, &plans.state,
-		&plans.lease, &plans.roll_empty, &plans.ack, &plans.ack_final,
+		&plans.lease, &plans.roll_empty, &plans.ack, &plans.ack_keep, &plans.ack_final,
 		&plans.exc_insert, &plans.state_sent, &plans.state_failed,
 	&plans.state_retry, &plans.next_due, &plans.delete_sent};
 	int			i;
@@ -510,6 +521,11 @@ ship_ensure_plans(Oid relid)
 									  " lease_id = NULL, lease_final = NULL"
 									  " WHERE lease_pid = $3 AND lease_until = $4", s),
 							 5, (Oid[]) {TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, BOOLOID});
+	plans.ack_keep = ship_prepare(psprintf(
+										   "UPDATE %s.metronome_delivery SET pos_txid = $1::pg_catalog.xid8, pos_id = $2,"
+										   " acked_at = CASE WHEN $5 THEN pg_catalog.now() ELSE acked_at END"
+										   " WHERE lease_pid = $3 AND lease_until = $4", s),
+								  5, (Oid[]) {TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, BOOLOID});
 	plans.ack_final = ship_prepare(psprintf(
 											"WITH t AS (INSERT INTO %1$s.metronome_ticks"
 											" SELECT pg_catalog.pg_snapshot_xmax(cur_snap), cur_snap, pg_catalog.now()"
@@ -913,16 +929,28 @@ ship_to_unix_us(TimestampTz ts, int64 *us)
 }
 
 
-/* abort the requests of a cycle, free them, and forget the cycle */
+/* free the requests of a claim (none of them in flight any more) */
 static void
-ship_release_requests(Cycle *c)
+ship_free_requests(Cycle *c)
 {
 	int			i;
 
-	HttpCancelAll(client);
 	for (i = 0; i < c->nreqs; i++)
 		HttpRequestFree(c->reqs[i]);
 	c->nreqs = 0;
+}
+
+/*
+ * Abort every request in flight, free those of the cycle and of the claim
+ * made ahead of it, and forget both.
+ */
+static void
+ship_release_requests(Cycle *c)
+{
+	HttpCancelAll(client);
+	ship_free_requests(c);
+	if (pending_ahead != NULL)
+		ship_free_requests(pending_ahead);
 	pending = NULL;
 }
 
@@ -1122,12 +1150,6 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	char	   *snap_now;
 	Datum		last_bin;
 	Datum		upper_bin;
-	uint64		last_xmax;
-	uint64		up_xmax;
-	uint64	   *last_xip;
-	uint64	   *up_xip;
-	int			nlast;
-	int			nup;
 	TxidRange  *ranges;
 	int			nranges;
 	char		mine[32];
@@ -1201,15 +1223,7 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	c->pos_txid = ship_text(tup, desc, 5);
 	c->pos_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 	snap_now = ship_text(tup, desc, 7);
-	/* the batch's bounds as pg_snapshot values: no text to parse per row */
-	last_bin = datumCopy(SPI_getbinval(tup, desc, 8, &isnull), false, -1);
-	upper_bin = datumCopy(SPI_getbinval(tup, desc, 9, &isnull), false, -1);
-	last_xmax = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 10, &isnull)));
-	nlast = ship_xid_array(SPI_getbinval(tup, desc, 11, &isnull), &last_xip);
-	up_xmax = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 12, &isnull)));
-	nup = ship_xid_array(SPI_getbinval(tup, desc, 13, &isnull), &up_xip);
-	ranges = palloc(sizeof(TxidRange) * (nlast + nup + 1));
-	nranges = ship_claim_ranges(last_xmax, last_xip, nlast, up_xmax, up_xip, nup, ranges);
+	ship_claim_bounds(tup, desc, &last_bin, &upper_bin, &ranges, &nranges);
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 
@@ -1301,6 +1315,125 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	return c->nrows;
 }
 
+/*
+ * The batch's bounds from the cursor row the lock statement read, in the
+ * current memory context: last_snap and cur_snap as pg_snapshot values (no
+ * text to parse per row) and the txid ranges between them.
+ */
+static void
+ship_claim_bounds(HeapTuple tup, TupleDesc desc, Datum *last_bin,
+				  Datum *upper_bin, TxidRange **ranges, int *nranges)
+{
+	bool		isnull;
+	uint64		last_xmax;
+	uint64		up_xmax;
+	uint64	   *last_xip;
+	uint64	   *up_xip;
+	int			nlast;
+	int			nup;
+
+	*last_bin = datumCopy(SPI_getbinval(tup, desc, 8, &isnull), false, -1);
+	*upper_bin = datumCopy(SPI_getbinval(tup, desc, 9, &isnull), false, -1);
+	last_xmax = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 10, &isnull)));
+	nlast = ship_xid_array(SPI_getbinval(tup, desc, 11, &isnull), &last_xip);
+	up_xmax = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 12, &isnull)));
+	nup = ship_xid_array(SPI_getbinval(tup, desc, 13, &isnull), &up_xip);
+	*ranges = palloc(sizeof(TxidRange) * (nlast + nup + 1));
+	*nranges = ship_claim_ranges(last_xmax, last_xip, nlast, up_xmax, up_xip, nup, *ranges);
+}
+
+/*
+ * May the rows after c's be claimed while c's requests are out?  Only
+ * when c claimed queue rows, filled its claim and did not reach the end
+ * of the batch (a claim there moves to the next batch, which only a claim
+ * after c's acknowledgement may do).
+ */
+static bool
+ship_may_claim_ahead(Cycle *c)
+{
+	return c->nrows > c->nstate && !c->final && !c->again &&
+		c->nrows >= c->limit;
+}
+
+/*
+ * Claim ahead (in its transaction): the next rows of the batch after the
+ * end of prev's claim, while prev's requests are out.  The cursor row
+ * must still hold prev's lease (we hold the shipper lock, so it does
+ * unless the row was changed by hand); the lease then records n's end and
+ * a new token, which prev's acknowledgement checks and keeps.  No
+ * exception rows: prev's acknowledgement has not yet recorded what became
+ * of them.  Returns the rows claimed (0: none, or not possible now; the
+ * lease is then unchanged).
+ */
+static int
+ship_claim_ahead(Cycle *n, Cycle *prev, ShipResult *result)
+{
+	Oid			relid = MetronomeRelid("metronome_delivery", true);
+	ShipRow    *last = &prev->rows[prev->nrows - 1];
+	MemoryContext old;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	char	   *cur_snap;
+	Datum		last_bin;
+	Datum		upper_bin;
+	TxidRange  *ranges;
+	int			nranges;
+	Datum		args[6];
+	int			nmain;
+
+	if (!OidIsValid(relid) || relid != plans.relid ||
+		!ConditionalLockRelationOid(relid, RowExclusiveLock))
+		return 0;
+	if (ship_run(plans.lock, NULL, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return 0;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	if (isnull || DatumGetInt32(d) != MyProcPid)
+		return 0;
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	if (isnull || DatumGetTimestampTz(d) != prev->lease_until)
+		return 0;
+	old = MemoryContextSwitchTo(n->cxt);
+	cur_snap = ship_text(tup, desc, 4);
+	if (cur_snap == NULL)
+	{
+		MemoryContextSwitchTo(old);
+		return 0;
+	}
+	ship_claim_bounds(tup, desc, &last_bin, &upper_bin, &ranges, &nranges);
+	n->pos_txid = psprintf(UINT64_FORMAT, last->txid);
+	n->pos_id = last->id;
+	n->limit = prev->limit;
+	n->rows = palloc0(sizeof(ShipRow) * (n->limit + 1));
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+
+	nmain = ship_claim_queue(n, ranges, nranges, last->txid, n->limit,
+							 last_bin, upper_bin);
+	if (nmain == 0)
+		return 0;
+	n->final = (nmain < n->limit);
+	n->lease_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 CYCLE_BUDGET_MS +
+												 2 * (int64) metronome_request_timeout +
+												 LEASE_SLACK_MS);
+	args[0] = CStringGetTextDatum(cur_snap);
+	args[1] = Int32GetDatum(MyProcPid);
+	args[2] = TimestampTzGetDatum(n->lease_until);
+	args[3] = CStringGetTextDatum(psprintf(UINT64_FORMAT, n->rows[n->nrows - 1].txid));
+	args[4] = Int64GetDatum(n->rows[n->nrows - 1].id);
+	args[5] = BoolGetDatum(n->final);
+	if (ship_run(plans.lease, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != 1)
+		elog(ERROR, "could not record the delivery lease");
+	result->claimed += n->nrows;
+	return n->nrows;
+}
+
 /* batches of the rows from .. to - 1 that can be sent, in claim order */
 static void
 ship_make_batches(Cycle *c, int from, int to)
@@ -1318,14 +1451,16 @@ ship_make_batches(Cycle *c, int from, int to)
 
 		b->r = ptrs + i;
 		b->n = Min(metronome_batch_size, n - i);
+		b->cycle = c;
 		queue_append(c, b);
 	}
 }
 
 /* start one batch; *started false (with the request's error set) if it could not */
 static HttpRequest *
-ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
+ship_start_batch(HttpClient *http, ShipBatch *b, bool *started)
 {
+	Cycle	   *c = b->cycle;
 	HttpEvent  *events = palloc(sizeof(HttpEvent) * b->n);
 	HttpRequest *req;
 	int			i;
@@ -1351,6 +1486,8 @@ ship_start_batch(HttpClient *http, ShipBatch *b, Cycle *c, bool *started)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while building a request body")));
 	*started = HttpStart(http, req);
+	if (*started)
+		c->inflight++;
 	return req;
 }
 
@@ -1428,9 +1565,10 @@ ship_blanket_refusal(HttpRequest *req, ShipBatch *b, ShipResult *result)
  * Returns false when no further request should start in this cycle.
  */
 static bool
-ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
+ship_handle_done(HttpRequest *req, ShipResult *result)
 {
 	ShipBatch  *b = (ShipBatch *) req->user;
+	Cycle	   *c = b->cycle;
 	char	   *error;
 
 	result->requests++;
@@ -1462,6 +1600,7 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 				MetricsCountSplit();
 				b->error = MemoryContextStrdup(c->cxt, req->error);
 				lo->parent = hi->parent = b;
+				lo->cycle = hi->cycle = c;
 				lo->r = b->r;
 				lo->n = b->n / 2;
 				hi->r = b->r + lo->n;
@@ -1526,39 +1665,133 @@ ship_handle_done(HttpRequest *req, Cycle *c, ShipResult *result)
 }
 
 /*
- * Step 2: send the claimed batches, max_inflight at once, classifying
- * each answer as it arrives, until every batch has an answer, the gate
- * closes, or the cycle's time is up.  No transaction is needed.  Requests
- * in flight are aborted if anything throws (the caller's PG_FINALLY).
+ * A cycle's state, in a memory context of its own (it outlives the
+ * claim's transaction).
+ */
+static Cycle *
+ship_new_cycle(TimestampTz now)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
+											  "metronome ship cycle",
+											  ALLOCSET_DEFAULT_SIZES);
+	Cycle	   *c = MemoryContextAllocZero(cxt, sizeof(Cycle));
+
+	c->cxt = cxt;
+	c->qcap = 64;
+	c->q = MemoryContextAlloc(cxt, sizeof(ShipBatch *) * c->qcap);
+	c->reqcap = 64;
+	c->reqs = MemoryContextAlloc(cxt, sizeof(HttpRequest *) * c->reqcap);
+	c->started = now;
+	return c;
+}
+
+/* free a cycle whose requests are all answered (or cancelled) */
+static void
+ship_free_cycle(Cycle *c)
+{
+	ship_free_requests(c);
+	MemoryContextDelete(c->cxt);
+}
+
+/*
+ * Steps 2 and 3 for the claim in `pending`: send its batches, max_inflight
+ * at once (the HTTP client's I/O thread runs them, and holds the queued
+ * ones after an answer other than 2xx until it is seen here), classify
+ * each answer as it arrives, and acknowledge the claim once every batch
+ * has an answer, the gate closes, or the cycle's time is up.  While the
+ * claim's last batches are out, the rows after it are claimed
+ * (ship_claim_ahead, when ship_may_claim_ahead) and their batches queued
+ * behind; once the first claim is acknowledged with no gap, the one ahead
+ * becomes the cycle's claim, and so on until the cycle's time is up or
+ * the batch ends.  An acknowledgement that leaves a gap (rows without an
+ * answer) ends it there: the claim ahead is not acknowledged and its rows
+ * are sent again.  No transaction is open while requests are out, except
+ * the short claims and acknowledgements themselves.  Requests in flight
+ * are aborted if anything throws (the caller's PG_FINALLY).
  */
 static void
-ship_send(Cycle *c, ShipResult *result)
+ship_deliver(ShipContext ctx, int64 max_events, ShipResult *result)
 {
 	HttpClient *http = get_client();
+	Cycle	   *c = pending;
+	TimestampTz started = c->started;
 	bool		go = true;
 	bool		woken = false;
+	bool		ahead_ok;
+	int			depth;
 
-	pending = c;
+	/* claiming ahead only when nothing limits what a cycle may claim */
+	ahead_ok = (max_events <= 0 && ship_rate_cap(0) <= 0);
+	depth = ahead_ok ? metronome_max_inflight * CLAIM_ROUNDS : metronome_max_inflight;
+	HttpSetConcurrency(http, metronome_max_inflight);
+	HttpResume(http);
 	ship_make_batches(c, 0, c->nrows);
-	while ((go && queue_len(c) > 0) || HttpInFlight(http) > 0)
+	for (;;)
 	{
+		Cycle	   *next = pending_ahead;
 		HttpRequest *req;
 		int64		rate_wait_us = 0;
 
-		/* keep max_inflight requests going, as the rate limit allows */
-		while (go && queue_len(c) > 0 && HttpInFlight(http) < metronome_max_inflight)
+		/* keep requests going, the claim's first, as the rate limit allows */
+		while (go && HttpInFlight(http) < depth)
 		{
-			ShipBatch  *b = c->q[c->head];
+			Cycle	   *from = queue_len(c) > 0 ? c :
+				(next != NULL && queue_len(next) > 0) ? next : NULL;
+			ShipBatch  *b;
 			bool		started;
 
+			if (from == NULL)
+				break;
+			b = from->q[from->head];
 			rate_wait_us = RateLimitTake(b->n, GetCurrentTimestamp());
 			if (rate_wait_us > 0)
 				break;
-			c->head++;
-			req = ship_start_batch(http, b, c, &started);
-			if (!started)
-				go = ship_handle_done(req, c, result);
+			from->head++;
+			req = ship_start_batch(http, b, &started);
+			if (!started && !ship_handle_done(req, result))
+				go = false;
 		}
+
+		/* every batch of the claim is out: claim what comes after it */
+		if (go && ahead_ok && next == NULL && queue_len(c) == 0 &&
+			ship_may_claim_ahead(c) &&
+			!TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+										CYCLE_BUDGET_MS))
+		{
+			next = pending_ahead = ship_new_cycle(GetCurrentTimestamp());
+			ship_xact_begin(ctx);
+			(void) ship_claim_ahead(next, c, result);
+			ship_xact_commit(ctx);
+			if (next->nrows == 0)
+			{
+				ship_free_cycle(next);
+				pending_ahead = NULL;
+				ahead_ok = false;
+			}
+			else
+				ship_make_batches(next, 0, next->nrows);
+			continue;
+		}
+
+		/* every answer the claim will get is in: acknowledge it */
+		if (c->inflight == 0 && (queue_len(c) == 0 || !go))
+		{
+			bool		kept;
+
+			ship_xact_begin(ctx);
+			kept = ship_acknowledge(c, next, result);
+			ship_xact_commit(ctx);
+			result->full = (c->nrows >= c->limit) || c->again;
+			if (next == NULL || !kept)
+				break;			/* what is out of the claim ahead is
+								 * cancelled by the caller */
+			MemoryContextSwitchTo(next->cxt);
+			ship_free_cycle(c);
+			pending = c = next;
+			pending_ahead = NULL;
+			continue;
+		}
+
 		if (HttpInFlight(http) > 0)
 			HttpWait(http, rate_wait_us > 0 ?
 					 (int) Min(WAIT_SLICE_MS, rate_wait_us / 1000 + 1) :
@@ -1578,21 +1811,29 @@ ship_send(Cycle *c, ShipResult *result)
 		CHECK_FOR_INTERRUPTS();
 		while ((req = HttpNextDone(http)) != NULL)
 		{
-			if (!ship_handle_done(req, c, result))
+			ShipBatch  *b = (ShipBatch *) req->user;
+
+			b->cycle->inflight--;
+			/* given back unsent (below): its rows have no answer */
+			if (!req->dropped && !ship_handle_done(req, result))
 				go = false;
 			/* the body is not needed any more */
 			free(req->body);
 			req->body = NULL;
 		}
-		if (go && queue_len(c) > 0 &&
-			TimestampDifferenceExceeds(c->started, GetCurrentTimestamp(),
+		if (go && (queue_len(c) > 0 || (next != NULL && queue_len(next) > 0)) &&
+			TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
 									   CYCLE_BUDGET_MS))
 		{
 			go = false;
 			result->budget_cut = true;
 		}
+		/* after an answer other than 2xx: go on, or start nothing more */
+		if (go)
+			HttpResume(http);
+		else
+			HttpDropQueued(http);
 	}
-	ship_release_requests(c);
 	/* a commit's wake-up that the rate limit's wait consumed */
 	if (woken)
 		SetLatch(MyLatch);
@@ -1684,11 +1925,17 @@ ship_error_datum(ShipRow *r)
  * the claimed queue rows that all have an outcome (ONE update of the
  * cursor row), copy the failed and retried rows of that prefix into
  * metronome_outbox_state, and record what became of the claimed exception
- * rows.  Every statement must touch exactly the rows it means to.
+ * rows.  Every statement must touch exactly the rows it means to.  With a
+ * claim made ahead (next), the lease is next's: it is checked against
+ * next's token, and kept when every row of c has an outcome (returns
+ * true: next's rows start where c's end); else it is cleared, and next's
+ * rows are not to be acknowledged.
  */
-static void
-ship_acknowledge(Cycle *c, ShipResult *result)
+static bool
+ship_acknowledge(Cycle *c, Cycle *next, ShipResult *result)
 {
+	TimestampTz token = next ? next->lease_until : c->lease_until;
+	bool		keep = false;
 	int			nmain = c->nrows - c->nstate;
 	int			prefix = c->nstate;
 	int64		accepted = 0;
@@ -1712,13 +1959,13 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 		{
 			result->locked = OidIsValid(relid);
 			result->no_extension = !OidIsValid(relid);
-			return;
+			return false;
 		}
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
 			MetronomeRelid("metronome_delivery", true) != relid)
 		{
 			result->no_extension = true;
-			return;
+			return false;
 		}
 	}
 
@@ -1765,23 +2012,24 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 	}
 
 	/* the cursor: one row */
-	if (nmain > 0 && c->final && prefix == c->nrows)
+	if (nmain > 0 && c->final && prefix == c->nrows && next == NULL)
 	{
 		args[0] = Int32GetDatum(MyProcPid);
-		args[1] = TimestampTzGetDatum(c->lease_until);
+		args[1] = TimestampTzGetDatum(token);
 		ret = ship_run(plans.ack_final, args, NULL, false, 0);
 	}
 	else
 	{
 		bool		moved = (prefix > c->nstate);
 
+		keep = (next != NULL && nmain > 0 && prefix == c->nrows);
 		args[0] = CStringGetTextDatum(moved ? psprintf(UINT64_FORMAT, c->rows[prefix - 1].txid) :
 									  c->pos_txid);
 		args[1] = Int64GetDatum(moved ? c->rows[prefix - 1].id : c->pos_id);
 		args[2] = Int32GetDatum(MyProcPid);
-		args[3] = TimestampTzGetDatum(c->lease_until);
+		args[3] = TimestampTzGetDatum(token);
 		args[4] = BoolGetDatum(moved);
-		ret = ship_run(plans.ack, args, NULL, false, 0);
+		ret = ship_run(keep ? plans.ack_keep : plans.ack, args, NULL, false, 0);
 	}
 	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
 		ereport(ERROR,
@@ -1843,6 +2091,7 @@ ship_acknowledge(Cycle *c, ShipResult *result)
 	result->accepted += accepted;
 	result->failed += failed;
 	StatusCountRows(accepted, failed);
+	return keep;
 }
 
 /*
@@ -1859,7 +2108,7 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 	TimestampTz now = GetCurrentTimestamp();
 	DeliveryGate kind;
 	Cycle	   *c;
-	MemoryContext cxt;
+	bool		again;
 	bool		saved_suppress = DeliveryWakeSuppressed;
 
 	memset(result, 0, sizeof(ShipResult));
@@ -1894,50 +2143,41 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 		}
 	}
 
-	cxt = AllocSetContextCreate(TopMemoryContext, "metronome ship cycle",
-								ALLOCSET_DEFAULT_SIZES);
-	c = MemoryContextAllocZero(cxt, sizeof(Cycle));
-	c->cxt = cxt;
-	c->qcap = 64;
-	c->q = MemoryContextAlloc(cxt, sizeof(ShipBatch *) * c->qcap);
-	c->reqcap = 64;
-	c->reqs = MemoryContextAlloc(cxt, sizeof(HttpRequest *) * c->reqcap);
-	c->started = now;
+	c = pending = ship_new_cycle(now);
+	pending_ahead = NULL;
 
 	/* our own writes to the outbox's tables wake nobody */
 	DeliveryWakeSuppressed = true;
 	PG_TRY();
 	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
+		MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
 		ship_xact_begin(ctx);
 		(void) ship_claim(c, dry_run ? max_events : ship_rate_cap(max_events),
 						  result);
 		ship_xact_commit(ctx);
+		/* c is freed once a claim made ahead replaces it (ship_deliver) */
+		again = c->again;
 
-		if (c->nrows > 0)
+		if (c->nrows > 0 && dry_run)
 		{
-			if (dry_run)
-			{
-				int			i;
+			int			i;
 
-				for (i = 0; i < c->nrows; i++)
-					if (c->rows[i].outcome == OUTCOME_NONE)
-						c->rows[i].outcome = OUTCOME_SENT;
-			}
-			else
-				ship_send(c, result);
-
+			for (i = 0; i < c->nrows; i++)
+				if (c->rows[i].outcome == OUTCOME_NONE)
+					c->rows[i].outcome = OUTCOME_SENT;
 			ship_xact_begin(ctx);
-			ship_acknowledge(c, result);
+			(void) ship_acknowledge(c, NULL, result);
 			ship_xact_commit(ctx);
+			result->full = (c->nrows >= c->limit);
 		}
+		else if (c->nrows > 0)
+			ship_deliver(ctx, max_events, result);
 		MemoryContextSwitchTo(old);
 		MetricsEndCycle(result->claimed, result->accepted, result->failed, result->retried);
 
 		/* more may be due: the claim was full, or time ran out */
-		result->full = (c->nrows > 0 && c->nrows >= c->limit) ||
-			result->budget_cut || c->again;
+		result->full = result->full || result->budget_cut || again;
 
 		/*
 		 * A slow Metronome cut the cycle short: claim less at a time; a
@@ -1951,11 +2191,20 @@ ShipCycle(ShipContext ctx, bool dry_run, int64 max_events, ShipResult *result)
 	}
 	PG_FINALLY();
 	{
-		if (pending == c)
-			ship_release_requests(c);
+		/* the cycle's claims: the first, or the last one ship_deliver took */
+		if (pending != NULL)
+		{
+			Cycle	   *last = pending;
+			Cycle	   *ahead = pending_ahead;
+
+			ship_release_requests(last);
+			pending_ahead = NULL;
+			if (ahead != NULL)
+				ship_free_cycle(ahead);
+			ship_free_cycle(last);
+		}
 		ship_unlock_shipper();
 		DeliveryWakeSuppressed = saved_suppress;
-		MemoryContextDelete(cxt);
 	}
 	PG_END_TRY();
 }
