@@ -1081,9 +1081,6 @@ HttpStart(HttpClient *client, HttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, client->headers);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, client->user_agent);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-					 (curl_off_t) (req->body ? req->body_len : 0));
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, client->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 					 client->timeout_ms < 5000 ? client->timeout_ms : 5000L);
@@ -1231,6 +1228,31 @@ io_add_started(HttpClient *client)
 		if (client->sub_head == NULL)
 			client->sub_tail = NULL;
 		req->next_done = NULL;
+		if (req->body == NULL && req->events != NULL)
+		{
+			/* the body is written here, beside the caller's own work */
+			pthread_mutex_unlock(&client->mu);
+			req->body = HttpBuildBody(req->events, req->nevents, &req->body_len);
+			pthread_mutex_lock(&client->mu);
+			if (req->body == NULL)
+			{
+				detach(client, req, true);
+				fail_request(client, req, "could not write a request body: out of memory");
+				continue;
+			}
+			if (client->hold)
+			{
+				/* an answer came meanwhile: back to the head of the queue */
+				req->next_done = client->sub_head;
+				client->sub_head = req;
+				if (client->sub_tail == NULL)
+					client->sub_tail = req;
+				break;
+			}
+		}
+		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) (req->body ? req->body_len : 0));
 		if (client->nactive == client->maxactive)
 		{
 			int			n = client->maxactive ? client->maxactive * 2 : 16;

@@ -54,6 +54,11 @@ typedef struct HttpRequest
 	/* set by the caller */
 	char	   *body;			/* malloc'd JSON text, owned by the request */
 	size_t		body_len;
+	const HttpEvent *events;	/* or, with body NULL: the events the I/O
+								 * thread writes the body of (HttpBuildBody);
+								 * the caller keeps them until the request is
+								 * done or cancelled */
+	int			nevents;
 	void	   *user;			/* the caller's (e.g. the batch) */
 
 	/* set when the request is done */

@@ -1461,7 +1461,7 @@ static HttpRequest *
 ship_start_batch(HttpClient *http, ShipBatch *b, bool *started)
 {
 	Cycle	   *c = b->cycle;
-	HttpEvent  *events = palloc(sizeof(HttpEvent) * b->n);
+	HttpEvent  *events = MemoryContextAlloc(c->cxt, sizeof(HttpEvent) * b->n);
 	HttpRequest *req;
 	int			i;
 
@@ -1479,12 +1479,9 @@ ship_start_batch(HttpClient *http, ShipBatch *b, bool *started)
 				 errmsg("out of memory")));
 	c->reqs[c->nreqs++] = req;
 	req->user = b;
-	req->body = HttpBuildBody(events, b->n, &req->body_len);
-	pfree(events);
-	if (req->body == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory while building a request body")));
+	/* the I/O thread writes the body; the events live as long as the cycle */
+	req->events = events;
+	req->nevents = b->n;
 	*started = HttpStart(http, req);
 	if (*started)
 		c->inflight++;
