@@ -10,11 +10,31 @@
  *
  *	HttpClientConfigure (url, token, user agent, timeout)
  *	HttpClientSetCAFile (the authorities trusted for https; NULL: default)
- *	HttpStart (one request per batch, up to max_inflight at once)
- *	HttpWait (run transfers; wait at most timeout_ms for progress)
+ *	HttpSetConcurrency (run at most max_inflight at once, queue the rest)
+ *	HttpStart (one request per batch; returns at once)
+ *	HttpWait (wait at most timeout_ms for a request to finish)
  *	HttpNextDone (each finished request, classified)
+ *	HttpResume / HttpDropQueued (after an answer other than 2xx: go on, or
+ *		give the queued requests back unsent, `dropped` set)
  *	HttpCancelAll (error paths: abort every transfer in flight)
  *
+ * The I/O thread.  The first HttpStart starts one POSIX thread per client
+ * (io_main, every signal blocked in it, so PostgreSQL's handlers only ever
+ * run in the backend's own thread); HttpClientDestroy stops and joins it.
+ * The thread owns the multi handle: it writes each request's body from the
+ * events the caller keeps (HttpBuildBody, json-c; the caller may pass a
+ * body instead), hands requests to libcurl as max_running allows, runs
+ * curl_multi_perform and curl_multi_poll, and moves finished requests to
+ * the done list, signalling done_cv.  The backend's thread never waits on
+ * the network: it starts requests, handles answers and runs its short
+ * transactions while the thread sends (ship.c, "Claiming ahead").  What
+ * both threads touch lives under mu, which neither holds across a libcurl
+ * call that waits.  An answer other than 2xx sets `hold`: no queued
+ * request starts until the caller has seen that answer and chosen
+ * HttpResume or HttpDropQueued, so a closed gate or a bisection never
+ * races the queue.  The thread calls nothing of PostgreSQL's (no palloc,
+ * no elog, no latch): that is why this file must stay PostgreSQL-free.
+
  * One client keeps one multi handle, so connections are reused across
  * requests and cycles, and a share handle keeps TLS sessions and DNS
  * answers for new connections.  TLS peers and host names are verified,

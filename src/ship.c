@@ -23,7 +23,8 @@
  *	metronome_ticks		a row per finished batch, for sent_at.
  *	metronome_outbox	the view users see: every row with its status.
  *
- * A cycle is three steps, and only the first and last are transactions:
+ * A cycle is three steps, and only the first and last are transactions
+ * (consecutive claims overlap: "Claiming ahead" below):
  *
  *	1. Claim (a short transaction that commits).  The shipper lock (a
  *	   session-level lock on the extension, ship_lock_shipper) is taken
@@ -61,7 +62,8 @@
  *	   recorded and the transaction commits.
  *	2. Send, with no transaction open in the worker (a procedure's
  *	   transaction with no xid and no snapshot in CALL metronome_ship()):
- *	   batches of batch_size, max_inflight at once (http.c):
+ *	   batches of batch_size, max_inflight at once (http.c's I/O thread
+ *	   runs them; the backend handles each answer as it comes):
  *		2xx			   rows accepted
  *		400/413/422	   split the batch in halves and send each; a single
  *					   event still refused -> failed, last_error = message
@@ -81,6 +83,47 @@
  *	   the transaction fails: the rows are then sent again (at least once;
  *	   Metronome dedups on transaction_id), and the worker backs off.
  *
+ * Claiming ahead (ship_deliver, ship_claim_ahead).  Steps 1 and 3 would
+ * leave Metronome idle while the worker claims and acknowledges, so the
+ * steps of consecutive claims overlap.  Once every batch of a claim N has
+ * been handed to the HTTP client (its I/O thread runs the requests,
+ * http.c), and N filled its claim without reaching the end of the batch,
+ * the rows after N are claimed as N+1 in another short transaction: it
+ * re-reads the cursor row, goes on only if the lease is still N's (our pid
+ * and N's token), claims from N's last (txid, id), takes no exception rows
+ * (N's acknowledgement has not yet said what became of them), and records
+ * N+1's end and a new token in the lease.  N+1's batches queue behind N's.
+ * N is acknowledged once all its answers are in, always before N+1:
+ *
+ *	every row of N has an outcome   the cursor moves to N's end and the
+ *									lease (N+1's token) is kept: N+1 is now
+ *									the claim, and may claim ahead in turn
+ *	N leaves a gap                  (rows with no answer: a transient
+ *									answer or the cycle's time stopped it)
+ *									the cursor moves over N's prefix, the
+ *									lease is cleared, N+1's requests are
+ *									cancelled, and its rows, though
+ *									Metronome may have them, are claimed
+ *									and sent again later (at least once)
+ *
+ * so the cursor never passes a row without an outcome, whatever order the
+ * answers come in (test/t/119_claim_ahead.pl).  At most one claim is
+ * ahead; none is made after the cycle's time (CYCLE_BUDGET_MS), nor when
+ * metronome.max_events or the rate limit bounds what a cycle may claim.
+ *
+ * Transactions beside requests.  The claim ahead and N's acknowledgement
+ * run in the backend while the I/O thread has N's or N+1's requests out.
+ * None of them spans a request: each touches a bounded number of rows
+ * (the cursor row, at most a claim's rows, the claim's exceptions) and
+ * commits without waiting on the network, so its length, and the time it
+ * holds a snapshot back from vacuum, does not depend on how slow
+ * Metronome is.  The backend waits for answers (HttpWait) only with no
+ * transaction of its own open, and a row goes out only after the claim
+ * that holds it has committed (HttpStart follows ship_xact_commit), so a
+ * rolled-back row never leaves.  A crash between any two of these steps
+ * is a crash in the plain cycle: the cursor has moved only over answered
+ * rows, the lease is stale, and everything after the cursor is sent again.
+
  * A crash or an error anywhere leaves the cursor where it was, and the
  * shipper lock free (released by the cycle's error path, or by the exit of
  * its process): the next claim takes the stale lease over at once, and the

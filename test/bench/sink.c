@@ -71,6 +71,9 @@
 #define MAX_EVENTS_PER_WAIT 64
 #define ID_KEY "{\"transaction_id\":\""
 #define ID_KEY_LEN (sizeof(ID_KEY) - 1)
+
+/* ids hashed and their slots prefetched at a time (sink_count_body) */
+#define FP_BATCH 128
 #define MAX_HEAD 16384
 
 /* One client connection of the server. */
@@ -133,6 +136,7 @@ static void *sink_xmalloc(size_t n);
 static void *sink_xrealloc(void *p, size_t n);
 static void sink_die(const char *what);
 static uint64_t sink_hash(const char *s, size_t n);
+static void sink_fp_reserve(size_t n);
 static bool sink_fp_add(uint64_t h);
 static void sink_reset(void);
 static void sink_count_body(const char *body, size_t len);
@@ -205,19 +209,27 @@ sink_die(const char *what)
 }
 
 /*
- * 64-bit FNV-1a with a final mix; never 0 (0 marks an empty slot).
+ * A 64-bit hash taken eight bytes at a time (each step a bijection of the
+ * state for a given word), with a final mix; never 0 (0 marks an empty
+ * slot).  FNV-1a's byte at a time was a fifth of the sink's time.
  */
 static uint64_t
 sink_hash(const char *s, size_t n)
 {
-	uint64_t	h = 1469598103934665603ULL;
-	size_t		i;
+	uint64_t	h = 0x9e3779b97f4a7c15ULL ^ (uint64_t) n;
+	uint64_t	w;
 
-	for (i = 0; i < n; i++)
+	while (n >= 8)
 	{
-		h ^= (unsigned char) s[i];
-		h *= 1099511628211ULL;
+		memcpy(&w, s, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+		s += 8;
+		n -= 8;
 	}
+	w = 0;
+	memcpy(&w, s, n);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
@@ -225,22 +237,21 @@ sink_hash(const char *s, size_t n)
 }
 
 /*
- * Adds a fingerprint; returns false when it was already there.  The table
- * doubles when it is half full.
+ * Makes room for n more fingerprints: the table doubles until it would be
+ * at most half full.
  */
-static bool
-sink_fp_add(uint64_t h)
+static void
+sink_fp_reserve(size_t n)
 {
-	size_t		mask,
-				i;
-
-	if (S.unique * 2 >= S.fp_cap)
+	while ((S.unique + n) * 2 >= S.fp_cap)
 	{
 		uint64_t   *old = S.fp;
 		size_t		oldcap = S.fp_cap,
+					mask,
+					i,
 					j;
 
-		S.fp_cap = oldcap ? oldcap * 2 : (1 << 20);
+		S.fp_cap = oldcap ? oldcap * 2 : (1 << 22);	/* 2M ids before a rehash */
 		S.fp = calloc(S.fp_cap, sizeof(uint64_t));
 		if (S.fp == NULL)
 			sink_die("out of memory");
@@ -255,7 +266,18 @@ sink_fp_add(uint64_t h)
 		}
 		free(old);
 	}
-	mask = S.fp_cap - 1;
+}
+
+/*
+ * Adds a fingerprint (room reserved by sink_fp_reserve); returns false
+ * when it was already there.
+ */
+static bool
+sink_fp_add(uint64_t h)
+{
+	size_t		mask = S.fp_cap - 1,
+				i;
+
 	for (i = h & mask; S.fp[i] != 0; i = (i + 1) & mask)
 	{
 		if (S.fp[i] == h)
@@ -285,7 +307,10 @@ sink_reset(void)
 
 /*
  * Counts the events of one ingest body and their unique transaction_ids;
- * records the arrival of the ids that start with the prefix.
+ * records the arrival of the ids that start with the prefix.  The ids are
+ * found and hashed first, FP_BATCH at a time, and their slots prefetched:
+ * the table (tens of MB after a million events) is probed at random, and
+ * one cache miss after another was most of the sink's time.
  */
 static void
 sink_count_body(const char *body, size_t len)
@@ -293,41 +318,66 @@ sink_count_body(const char *body, size_t len)
 	const char *p = body,
 			   *end = body + len;
 	double		t = sink_now();
+	bool		more = true;
 
 	if (S.first_at == 0)
 		S.first_at = t;
-	while ((p = memmem(p, end - p, ID_KEY, ID_KEY_LEN)) != NULL)
+	while (more)
 	{
-		const char *id = p + ID_KEY_LEN,
-				   *q = id;
+		const char *ids[FP_BATCH];
+		size_t		lens[FP_BATCH];
+		uint64_t	hs[FP_BATCH];
+		int			n = 0,
+					k;
 
-		while (q < end && *q != '"')
-			q += (*q == '\\' && q + 1 < end) ? 2 : 1;
-		if (q >= end)
-			break;
-		S.events++;
-		if (sink_fp_add(sink_hash(id, q - id)))
+		while (n < FP_BATCH &&
+			   (p = memmem(p, end - p, ID_KEY, ID_KEY_LEN)) != NULL)
 		{
+			const char *id = p + ID_KEY_LEN,
+					   *q = id;
+
+			while (q < end && *q != '"')
+				q += (*q == '\\' && q + 1 < end) ? 2 : 1;
+			if (q >= end)
+			{
+				p = NULL;
+				break;
+			}
+			ids[n] = id;
+			lens[n] = q - id;
+			hs[n] = sink_hash(id, q - id);
+			n++;
+			p = q;
+		}
+		more = (p != NULL && n == FP_BATCH);
+		sink_fp_reserve(n);
+		for (k = 0; k < n; k++)
+			__builtin_prefetch(&S.fp[hs[k] & (S.fp_cap - 1)]);
+		for (k = 0; k < n; k++)
+		{
+			S.events++;
+			if (!sink_fp_add(hs[k]))
+			{
+				S.dups++;
+				continue;
+			}
 			S.unique++;
 			S.last_unique_at = t;
-			if (S.prefix_len > 0 && (size_t) (q - id) >= S.prefix_len &&
-				memcmp(id, S.prefix, S.prefix_len) == 0)
+			if (S.prefix_len > 0 && lens[k] >= S.prefix_len &&
+				memcmp(ids[k], S.prefix, S.prefix_len) == 0)
 			{
 				if (S.arr_len == S.arr_cap)
 				{
 					S.arr_cap = S.arr_cap ? S.arr_cap * 2 : 1024;
 					S.arr = sink_xrealloc(S.arr, S.arr_cap * sizeof(Arrival));
 				}
-				S.arr[S.arr_len].id = strndup(id, q - id);
+				S.arr[S.arr_len].id = strndup(ids[k], lens[k]);
 				if (S.arr[S.arr_len].id == NULL)
 					sink_die("out of memory");
 				S.arr[S.arr_len].at = t;
 				S.arr_len++;
 			}
 		}
-		else
-			S.dups++;
-		p = q;
 	}
 }
 
