@@ -222,8 +222,16 @@ PG_FUNCTION_INFO_V1(metronome_segment);
 /* A cycle claims enough rows for this many rounds of max_inflight batches. */
 #define CLAIM_ROUNDS 8
 
-/* A cycle starts no new request after this long. */
+/*
+ * A cycle starts no new request after this long, and claims nothing ahead;
+ * the batches of a claim made ahead that are not out yet get until
+ * CYCLE_AHEAD_BUDGET_MS (a fast Metronome sends them within milliseconds;
+ * cutting them at CYCLE_BUDGET_MS dropped a claim at the end of every
+ * cycle of a drain, and halved the next cycle's claim as if Metronome were
+ * slow).  Both end well inside the lease (see ship_claim).
+ */
 #define CYCLE_BUDGET_MS 1000
+#define CYCLE_AHEAD_BUDGET_MS (2 * CYCLE_BUDGET_MS)
 
 /* HttpWait's longest sleep: how fast SIGTERM and cancels are noticed. */
 #define WAIT_SLICE_MS 50
@@ -1758,6 +1766,7 @@ ship_deliver(ShipContext ctx, int64 max_events, ShipResult *result)
 	bool		go = true;
 	bool		woken = false;
 	bool		ahead_ok;
+	bool		ahead = false;	/* this cycle has claimed ahead */
 	int			depth;
 
 	/* claiming ahead only when nothing limits what a cycle may claim */
@@ -1809,7 +1818,10 @@ ship_deliver(ShipContext ctx, int64 max_events, ShipResult *result)
 				ahead_ok = false;
 			}
 			else
+			{
 				ship_make_batches(next, 0, next->nrows);
+				ahead = true;
+			}
 			continue;
 		}
 
@@ -1863,6 +1875,7 @@ ship_deliver(ShipContext ctx, int64 max_events, ShipResult *result)
 		}
 		if (go && (queue_len(c) > 0 || (next != NULL && queue_len(next) > 0)) &&
 			TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+									   ahead ? CYCLE_AHEAD_BUDGET_MS :
 									   CYCLE_BUDGET_MS))
 		{
 			go = false;

@@ -116,10 +116,10 @@ ok(wait_for(sub { queue('kill') eq '0/4800/0' }, 120),
 is($mock->stats->{unique_events}, 3 * $claim, 'kill -9: the mock has every event');
 
 # 3. A gap in the first claim: its first request is refused with a 400 only
-# after the cycle's time (1 s) is up, so the halves bisection would send
+# after the cycle's time for a claim made ahead (2 s) is up, so the halves bisection would send
 # are not sent in this cycle.  The claim ahead went out meanwhile.
 $mock->reset;
-$mock->faults({ script => [ { status => 400, delay => 1.5 * $scale } ] });
+$mock->faults({ script => [ { status => 400, delay => 3 * $scale } ] });
 insert('gap', 3 * $claim);
 ok(wait_for(sub { queue('gap') eq '0/4800/0' }, 120), 'gap: all 4800 rows are sent in the end');
 $s = $mock->stats;
