@@ -35,7 +35,7 @@ use Test::More ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_mock new_node wait_for insert_outbox outbox_counts source_dir conf_quote time_scale
-  timing_todo have_extension);
+  timing_todo have_extension delivery_worker_pid);
 
 my @mocks;    # weak references to the mocks started, for END
 
@@ -152,6 +152,22 @@ sub wait_for
 		return undef if time() >= $deadline;
 		usleep(int($interval * 1_000_000));
 	}
+}
+
+# delivery_worker_pid(NODE): the pid of the delivery worker of NODE once it
+# runs (waits up to 60 s, scaled), else undef or ''.
+sub delivery_worker_pid
+{
+	my ($node) = @_;
+	my $pid;
+	wait_for(
+		sub {
+			$pid = $node->safe_psql('postgres',
+				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'metronome delivery'");
+			return $pid =~ /^\d+$/;
+		},
+		60);
+	return $pid;
 }
 
 # start_mock(%opts): start test/mock_metronome.py on 127.0.0.1, a free port.

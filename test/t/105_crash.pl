@@ -38,18 +38,7 @@ sub insert
 }
 
 # the delivery worker's pid, once it runs
-sub worker_pid
-{
-	my $pid;
-	wait_for(
-		sub {
-			$pid = $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'metronome delivery'");
-			return $pid =~ /^\d+$/;
-		},
-		60);
-	return $pid;
-}
+sub worker_pid { return delivery_worker_pid($node); }
 
 # wait until the mock holds a request of ours that it has not answered yet
 sub wait_in_flight

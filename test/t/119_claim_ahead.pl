@@ -63,18 +63,7 @@ sub times_sent
 	return $n;
 }
 
-sub worker_pid
-{
-	my $pid;
-	wait_for(
-		sub {
-			$pid = $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'metronome delivery'");
-			return $pid =~ /^\d+$/;
-		},
-		60);
-	return $pid;
-}
+sub worker_pid { return delivery_worker_pid($node); }
 
 # 1. In order: the 16th request (the first claim's last ones) is answered
 # late; the second claim goes out and is answered meanwhile.

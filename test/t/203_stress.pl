@@ -108,18 +108,7 @@ sub round
 		pgbench('ship', '-c', '1', '-t', int($tx / 4), '-f', "$dir/ship.sql"));
 }
 
-sub worker_pid
-{
-	my $pid;
-	wait_for(
-		sub {
-			$pid = $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'metronome delivery'");
-			return $pid =~ /^\d+$/;
-		},
-		60);
-	return $pid;
-}
+sub worker_pid { return delivery_worker_pid($node); }
 
 # 0. Two loaders insert the same new events at the same moment, in
 #    opposite orders (999 events each: one batch of the trigger's writer).

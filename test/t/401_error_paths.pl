@@ -89,18 +89,7 @@ sub queue
 		  . "FROM metronome_outbox WHERE starts_with(transaction_id, '$prefix')");
 }
 
-sub worker_pid
-{
-	my $pid;
-	wait_for(
-		sub {
-			$pid = $node->safe_psql('postgres',
-				"SELECT pid FROM pg_stat_activity WHERE backend_type = 'metronome delivery'");
-			return $pid =~ /^\d+$/;
-		},
-		60);
-	return $pid;
-}
+sub worker_pid { return delivery_worker_pid($node); }
 
 # how many times the server log says this
 sub log_count
