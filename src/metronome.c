@@ -201,8 +201,16 @@ MetronomeRelid(const char *relname, bool missing_ok)
 void
 MetronomePinPlans(bool allow_sort)
 {
+	/*
+	 * enable_indexonlyscan too: an index-only scan is the one index path
+	 * the planner builds with no index condition at all (the whole index,
+	 * quals as a filter), and with a table's tuple count estimated at about
+	 * nothing (an ANALYZE that ran while its rows were uncommitted) it looked
+	 * as cheap as a probe: mapping.sh (d) once read a million-row segment's
+	 * whole index per event.  Without it every index path has a condition.
+	 */
 	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
-	"enable_hashjoin", "enable_mergejoin"};
+		"enable_indexonlyscan", "enable_hashjoin", "enable_mergejoin"};
 	int			i;
 
 	for (i = 0; i < (int) lengthof(off); i++)

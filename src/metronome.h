@@ -85,8 +85,9 @@ extern void MetronomeEndAsOwner(MetronomeAsOwner *sw);
 /*
  * metronome.c: plans whose shape must not depend on table statistics (the
  * claim, the mapping writer's INSERT).  Within the caller's GUC nest level:
- * generic plans, and no sequential, bitmap, hash-join or merge-join paths,
- * so every table is reached by index whatever ANALYZE last saw; allow_sort
+ * generic plans, and no sequential, bitmap, index-only (an index path with
+ * no condition), hash-join or merge-join paths, so every table is reached by
+ * an index condition whatever ANALYZE last saw; allow_sort
  * false also rules out sorts (the claim reads in index order).
  */
 extern void MetronomePinPlans(bool allow_sort);
