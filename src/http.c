@@ -34,7 +34,7 @@
  * HttpResume or HttpDropQueued, so a closed gate or a bisection never
  * races the queue.  The thread calls nothing of PostgreSQL's (no palloc,
  * no elog, no latch): that is why this file must stay PostgreSQL-free.
-
+ *
  * One client keeps one multi handle, so connections are reused across
  * requests and cycles, and a share handle keeps TLS sessions and DNS
  * answers for new connections.  TLS peers and host names are verified,

@@ -123,7 +123,7 @@
  * rolled-back row never leaves.  A crash between any two of these steps
  * is a crash in the plain cycle: the cursor has moved only over answered
  * rows, the lease is stale, and everything after the cursor is sent again.
-
+ *
  * A crash or an error anywhere leaves the cursor where it was, and the
  * shipper lock free (released by the cycle's error path, or by the exit of
  * its process): the next claim takes the stale lease over at once, and the
