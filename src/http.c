@@ -284,69 +284,97 @@ static const bool body_escaped[256] = {
 	['"'] = true, ['\\'] = true,
 };
 
-/* "key": and a JSON string */
-static void
-body_append_member(BodyBuf *b, const char *key, size_t keylen, const char *value)
+/*
+ * Write value as a JSON string at d, escaped as json-c does (body_escaped);
+ * the caller has reserved 2 + 6 * strlen(value) bytes.  Returns the end.
+ */
+static char *
+body_put_string(char *d, const char *value)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *) (value ? value : "");
-	const unsigned char *run = p;
+	unsigned char c;
 
-	body_append(b, key, keylen);
-	body_append(b, "\"", 1);
-	for (;; p++)
+	*d++ = '"';
+	for (; (c = *p) != '\0'; p++)
 	{
-		unsigned char c = *p;
-		char		esc[6];
-		size_t		n = 2;
-
-		/* the terminating NUL is in the table too */
 		if (!body_escaped[c])
+		{
+			*d++ = (char) c;
 			continue;
-		if (p > run)
-			body_append(b, (const char *) run, (size_t) (p - run));
-		if (c == 0)
-			break;
-		esc[0] = '\\';
+		}
+		*d++ = '\\';
 		switch (c)
 		{
 			case '"':
-				esc[1] = '"';
+				*d++ = '"';
 				break;
 			case '\\':
-				esc[1] = '\\';
+				*d++ = '\\';
 				break;
 			case '\b':
-				esc[1] = 'b';
+				*d++ = 'b';
 				break;
 			case '\f':
-				esc[1] = 'f';
+				*d++ = 'f';
 				break;
 			case '\n':
-				esc[1] = 'n';
+				*d++ = 'n';
 				break;
 			case '\r':
-				esc[1] = 'r';
+				*d++ = 'r';
 				break;
 			case '\t':
-				esc[1] = 't';
+				*d++ = 't';
 				break;
 			default:
-				esc[1] = 'u';
-				esc[2] = '0';
-				esc[3] = '0';
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 0xf];
-				n = 6;
+				*d++ = 'u';
+				*d++ = '0';
+				*d++ = '0';
+				*d++ = hex[c >> 4];
+				*d++ = hex[c & 0xf];
 				break;
 		}
-		body_append(b, esc, n);
-		run = p + 1;
 	}
-	body_append(b, "\"", 1);
+	*d++ = '"';
+	return d;
 }
 
-#define BODY_KEY(b, lit, value) body_append_member((b), lit, sizeof(lit) - 1, (value))
+/* copy a literal key (its quotes and colon included) */
+#define BODY_PUT(d, lit) (memcpy((d), lit, sizeof(lit) - 1), (d) + sizeof(lit) - 1)
+
+/*
+ * The events of one body mostly share a day: the date part of the last
+ * timestamp formatted is kept and only the time of day is written again.
+ */
+typedef struct BodyClock
+{
+	int64_t		day;			/* days since 1970-01-01 of `text` */
+	char		text[RFC3339_MS_LEN];	/* the last timestamp formatted */
+} BodyClock;
+
+/* format timestamp_us into clock->text; false outside 0000..9999 */
+static bool
+body_format_timestamp(BodyClock *clock, int64_t timestamp_us)
+{
+	int64_t		ms = rfc3339_floor_div(timestamp_us, 1000);
+	int64_t		secs = rfc3339_floor_div(ms, 1000);
+	int64_t		day = rfc3339_floor_div(secs, 86400);
+	int64_t		sod = secs - day * 86400;
+
+	if (day != clock->day)
+	{
+		if (!Rfc3339FormatMs(timestamp_us, clock->text))
+			return false;
+		clock->day = day;
+		return true;
+	}
+	rfc3339_put_digits(clock->text + 11, (int) (sod / 3600), 2);
+	rfc3339_put_digits(clock->text + 14, (int) (sod / 60 % 60), 2);
+	rfc3339_put_digits(clock->text + 17, (int) (sod % 60), 2);
+	rfc3339_put_digits(clock->text + 20, (int) (ms - secs * 1000), 3);
+	return true;
+}
 
 /*
  * The body of one ingest request: a JSON array of the events, each with
@@ -354,11 +382,16 @@ body_append_member(BodyBuf *b, const char *key, size_t keylen, const char *value
  * timestamp, event_type, properties).  Returns malloc'd text and its length
  * in *len, or NULL when out of memory or when a timestamp cannot be
  * expressed (the caller checks timestamps first with HttpFormatTimestamp).
+ *
+ * Each event reserves its worst case (every byte of its strings escaped
+ * as \u00xx) once, and is then written with no further checks: this runs
+ * for every event on the I/O thread, which shares the cores with the claim.
  */
 char *
 HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
 {
 	BodyBuf		b = {NULL, 0, 0, false};
+	BodyClock	clock = {INT64_MIN, {0}};
 	size_t		guess = 2;
 	int			i;
 
@@ -375,26 +408,42 @@ HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
 	{
 		const HttpEvent *ev = &events[i];
 		const char *props = ev->properties ? ev->properties : "{}";
-		char		ts[HTTP_TIMESTAMP_LEN];
+		size_t		props_len = ev->properties && ev->properties_len > 0 ?
+			ev->properties_len : strlen(props);
+		size_t		strings = (ev->transaction_id ? strlen(ev->transaction_id) : 0) +
+			(ev->customer_id ? strlen(ev->customer_id) : 0) +
+			(ev->event_type ? strlen(ev->event_type) : 0);
+		char	   *d;
 
-		if (!HttpFormatTimestamp(ev->timestamp_us, ts, sizeof(ts)))
+		if (!body_format_timestamp(&clock, ev->timestamp_us))
 		{
 			free(b.data);
 			return NULL;
 		}
+		/* the keys and punctuation (96 bytes) with room to spare */
+		if (strings > (SIZE_MAX - 256 - props_len) / 6 ||
+			!body_reserve(&b, 256 + 6 * strings + props_len))
+			break;
+		d = b.data + b.len;
 		if (i > 0)
-			body_append(&b, ",", 1);
-		BODY_KEY(&b, "{\"transaction_id\":", ev->transaction_id);
-		BODY_KEY(&b, ",\"customer_id\":", ev->customer_id);
-		BODY_KEY(&b, ",\"timestamp\":", ts);
-		BODY_KEY(&b, ",\"event_type\":", ev->event_type);
-		body_append(&b, ",\"properties\":", sizeof(",\"properties\":") - 1);
-		body_append(&b, props, ev->properties && ev->properties_len > 0 ?
-					ev->properties_len : strlen(props));
-		body_append(&b, "}", 1);
+			*d++ = ',';
+		d = BODY_PUT(d, "{\"transaction_id\":");
+		d = body_put_string(d, ev->transaction_id);
+		d = BODY_PUT(d, ",\"customer_id\":");
+		d = body_put_string(d, ev->customer_id);
+		d = BODY_PUT(d, ",\"timestamp\":\"");
+		memcpy(d, clock.text, RFC3339_MS_LEN - 1);
+		d += RFC3339_MS_LEN - 1;
+		d = BODY_PUT(d, "\",\"event_type\":");
+		d = body_put_string(d, ev->event_type);
+		d = BODY_PUT(d, ",\"properties\":");
+		memcpy(d, props, props_len);
+		d += props_len;
+		*d++ = '}';
+		b.len = (size_t) (d - b.data);
 	}
 	body_append(&b, "]", 1);
-	if (b.oom)
+	if (b.oom || i < nevents)
 	{
 		free(b.data);
 		return NULL;

@@ -22,7 +22,9 @@
 #        segment_events, L (200,000) events, the worker on: time until every
 #        event is acknowledged, against the same load with shipping off
 #   c    the drain of (a) (burst after TRUNCATE, no ANALYZE) against a steady
-#        drain (the same load after VACUUM ANALYZE, autovacuum on)
+#        drain (the same load after VACUUM ANALYZE, autovacuum on); and the
+#        floor on both loads, whose ratio is the claim's own dependence on
+#        statistics and hint bits, without the HTTP side's share of the CPUs
 #   d    the drain of (a) with H (10,000,000) acknowledged rows retained
 #   e    commit-to-sink latency of K (1,000) single events committed 10 ms
 #        apart into segment_events, alone and under the load of (b) (the 4
@@ -417,6 +419,38 @@ one_drain()
 	setting autovacuum on
 }
 
+# one_floor LABEL PREFIX MODE: reset, load EVENTS rows, run the database-only
+# floor over them; MODE as for one_drain.  Appends to LABEL_S, LABEL_R and
+# LABEL_C (seconds, events/s, backend CPU seconds).  The floor is one
+# backend and no HTTP: its burst/steady ratio is what the claim's own cost
+# owes to statistics and hint bits, free of the sink's and the I/O thread's
+# share of the two cores.
+one_floor()
+{
+	local label=$1 prefix=$2 mode=$3 secs cpu left
+	setting autovacuum off
+	reset_outbox
+	load_pending "$prefix" "$EVENTS"
+	if [ "$mode" = steady ]; then
+		setting autovacuum on
+		if [ "$QUEUE" = t ]; then
+			bench_psql -c "VACUUM ANALYZE metronome_queue, metronome_outbox_state, metronome_delivery, metronome_ticks" >/dev/null
+		else
+			bench_psql -c "VACUUM ANALYZE metronome_outbox" >/dev/null
+		fi
+	fi
+	bench_psql -c "CHECKPOINT" >/dev/null
+	read -r secs cpu <<<"$(floor_run)"
+	setting autovacuum on
+	left=$(pending)
+	if [ "$left" != 0 ]; then
+		mt_log "  the floor timed out after ${DRAIN_TIMEOUT}s: $((EVENTS - left)) of $EVENTS events"
+		NOTE[$label]="timed out after ${DRAIN_TIMEOUT}s ($((EVENTS - left)) of $EVENTS)"
+	fi
+	eval "${label}_S+=(\"$secs\"); ${label}_R+=(\"$(rate "$((EVENTS - left))" "$secs")\"); ${label}_C+=(\"$cpu\")"
+	mt_log "  floor $mode: $secs s, $(rate "$((EVENTS - left))" "$secs") events/s (backend CPU $cpu s)"
+}
+
 # Warm-up: the worker connects, prepares its plans and does whatever its
 # first cycle in a new cluster does, before anything is measured.
 mt_log "warm-up: 1000 events"
@@ -426,7 +460,7 @@ read -r _ _ _ warm_uniq _ <<<"$(drain 1000)"
 [ "$warm_uniq" -ge 1000 ] || mt_die "the warm-up drain did not arrive ($warm_uniq of 1000)"
 : >"$MT_WORKDIR/memory.txt"
 
-declare -a A_S A_R A_W A_K A_D C_S C_R C_W C_K C_D D_S D_R D_W D_K D_D FL_S FL_R FL_C
+declare -a A_S A_R A_W A_K A_D C_S C_R C_W C_K C_D D_S D_R D_W D_K D_D FL_S FL_R FL_C FS_S FS_R FS_C
 declare -a CAP_R B_OFF B_ON B_RATIO PQ_P PQ_C
 
 # --- a, c: burst drains, steady drains, floor, interleaved ----------------------
@@ -441,19 +475,11 @@ if want a || want c || want f; then
 			one_drain C c$r steady
 		fi
 		mt_log "run $r of $RUNS: database-only floor over $EVENTS events (TRUNCATE, no statistics)"
-		setting autovacuum off
-		reset_outbox
-		load_pending fl$r "$EVENTS"
-		bench_psql -c "CHECKPOINT" >/dev/null
-		read -r secs cpu <<<"$(floor_run)"
-		setting autovacuum on
-		left=$(pending)
-		if [ "$left" != 0 ]; then
-			mt_log "  the floor timed out after ${DRAIN_TIMEOUT}s: $((EVENTS - left)) of $EVENTS events"
-			NOTE[FL]="timed out after ${DRAIN_TIMEOUT}s ($((EVENTS - left)) of $EVENTS)"
+		one_floor FL fl$r burst
+		if want c; then
+			mt_log "run $r of $RUNS: database-only floor over $EVENTS events (after VACUUM ANALYZE)"
+			one_floor FS fs$r steady
 		fi
-		FL_S+=("$secs"); FL_R+=("$(rate "$((EVENTS - left))" "$secs")"); FL_C+=("$cpu")
-		mt_log "  floor: $secs s, ${FL_R[-1]} events/s (backend CPU $cpu s)"
 	done
 fi
 
@@ -773,6 +799,11 @@ if want c; then
     burst      $(med "${A_R[@]}") events/s  [$(spr "${A_R[@]}")]
     steady     $ca events/s  [$(spr "${C_R[@]}")]  seconds ${C_S[*]}  ${NOTE[C]:-} (VACUUM ANALYZE before)
     burst/steady = $(bench_ratio "$(med "${A_R[@]}")" "$ca")   (target: at least 0.90)
+    per run    $(for ((i = 0; i < ${#C_R[@]}; i++)); do printf '%s ' "$(bench_ratio "${A_R[$i]}" "${C_R[$i]}")"; done)
+    database-only floor, the same two loads (one backend, no HTTP):
+    floor burst  $(med "${FL_R[@]}") events/s  [$(spr "${FL_R[@]}")]  backend CPU ${FL_C[*]}
+    floor steady $(med "${FS_R[@]}") events/s  [$(spr "${FS_R[@]}")]  backend CPU ${FS_C[*]}  ${NOTE[FS]:-}
+    floor burst/steady = $(bench_ratio "$(med "${FL_R[@]}")" "$(med "${FS_R[@]}")")
 EOF
 fi
 if want d; then

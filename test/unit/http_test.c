@@ -264,6 +264,39 @@ test_body_matches_json_c(void)
 	}
 	check_int(mismatches, 0, "300 random batches: HttpBuildBody writes json-c's bytes");
 	check(bytes_checked > 100000, "the random batches were not trivial");
+
+	/*
+	 * Timestamps close together, as in a real batch: the body keeps the
+	 * date of the previous event and rewrites the time of day only.  Steps
+	 * of up to 20 minutes across midnights, before 1970 too, and back in
+	 * time.
+	 */
+	mismatches = 0;
+	for (round = 0; round < 200; round++)
+	{
+		int			n = 1 + (int) (rand_r(&seed) % 100);
+		HttpEvent  *ev = calloc((size_t) n, sizeof(HttpEvent));
+		int64_t		t = ((int64_t) (rand_r(&seed) % 40000) - 10000) * INT64_C(86400000000) -
+			(int64_t) (rand_r(&seed) % 3600) * INT64_C(1000000);
+
+		for (i = 0; i < n; i++)
+		{
+			t += ((int64_t) (rand_r(&seed) % 1200000) - (round % 4 == 0 ? 600000 : 0)) * 1000 +
+				rand_r(&seed) % 1000;
+			ev[i].transaction_id = "t";
+			ev[i].customer_id = "c";
+			ev[i].event_type = "e";
+			ev[i].timestamp_us = t;
+		}
+		mine = HttpBuildBody(ev, n, &len);
+		ref = reference_body(ev, n);
+		if (mine == NULL || strcmp(mine, ref) != 0 || len != strlen(ref))
+			mismatches++;
+		free(mine);
+		free(ref);
+		free(ev);
+	}
+	check_int(mismatches, 0, "200 batches of nearby timestamps across midnights: json-c's bytes");
 }
 
 static void
