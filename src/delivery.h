@@ -148,6 +148,7 @@ typedef enum ShipContext
  */
 extern PGDLLEXPORT void ShipCycle(ShipContext ctx, bool dry_run,
 								  int64 max_events, ShipResult *result);
+extern PGDLLEXPORT void ShipReleaseMemory(void);
 extern int64 ShipDeleteSent(int64 limit);
 extern void ShipAbort(void);
 extern int64 ShipBackoffDelay(int failures, double random01);

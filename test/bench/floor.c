@@ -102,6 +102,8 @@ bench_floor(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_finish();
+	/* the claim memory was kept between cycles, as the worker keeps it */
+	ShipReleaseMemory();
 	PG_RETURN_VOID();
 }
 
