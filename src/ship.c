@@ -923,6 +923,12 @@ static void
 ship_read_row(ShipRow *r, const Datum *v, const bool *isnull)
 {
 	r->id = DatumGetInt64(v[0]);
+	r->outcome = OUTCOME_NONE;
+	r->error = NULL;
+	r->next_at = 0;
+	r->ev.properties = NULL;
+	r->ev.timestamp_us = 0;
+	r->props_len = 0;
 	r->ev.transaction_id = ship_text_value(v[1], isnull[1]);
 	r->ev.customer_id = ship_text_value(v[2], isnull[2]);
 	r->ev.event_type = ship_text_value(v[3], isnull[3]);
@@ -947,6 +953,8 @@ claim_dest_receive(TupleTableSlot *slot, DestReceiver *self)
 	MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
 	slot_getallattrs(slot);
+	r->from_state = false;
+	r->attempts = 0;
 	r->txid = U64FromFullTransactionId(DatumGetFullTransactionId(slot->tts_values[0]));
 	ship_read_row(r, slot->tts_values + 1, slot->tts_isnull + 1);
 	MemoryContextSwitchTo(old);
@@ -1294,7 +1302,8 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 	limit = metronome_batch_size * metronome_max_inflight * claim_rounds;
 	if (max_events > 0 && max_events < limit)
 		limit = (int) max_events;
-	c->rows = MemoryContextAllocZero(c->cxt, sizeof(ShipRow) * (limit + 1));
+	/* not zeroed here: each row is, as it is read (ship_read_row) */
+	c->rows = MemoryContextAlloc(c->cxt, sizeof(ShipRow) * (limit + 1));
 
 	/* due exception rows first */
 	args[0] = TimestampTzGetDatum(now);
@@ -1310,6 +1319,7 @@ ship_claim(Cycle *c, int64 max_events, ShipResult *result)
 		bool		vnull[9];
 
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, v, vnull);
+		r->txid = 0;
 		r->from_state = true;
 		r->attempts = DatumGetInt32(v[8]);
 		ship_read_row(r, v, vnull);
@@ -1472,7 +1482,7 @@ ship_claim_ahead(Cycle *n, Cycle *prev, ShipResult *result)
 	n->pos_txid = psprintf(UINT64_FORMAT, last->txid);
 	n->pos_id = last->id;
 	n->limit = prev->limit;
-	n->rows = palloc0(sizeof(ShipRow) * (n->limit + 1));
+	n->rows = palloc(sizeof(ShipRow) * (n->limit + 1));
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 
