@@ -420,7 +420,7 @@ HttpBuildBody(const HttpEvent *events, int nevents, size_t *len)
 			free(b.data);
 			return NULL;
 		}
-		/* the keys and punctuation (96 bytes) with room to spare */
+		/* the keys, quotes, timestamp and punctuation (108 bytes), and room */
 		if (strings > (SIZE_MAX - 256 - props_len) / 6 ||
 			!body_reserve(&b, 256 + 6 * strings + props_len))
 			break;

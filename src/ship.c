@@ -368,9 +368,11 @@ static int	claim_rounds = CLAIM_ROUNDS;	/* adapts to Metronome's speed */
  * kept, so that a drain does not give its megabytes back to malloc and take
  * them again for every claim (about 5% of the worker's CPU in a drain of
  * test/bench/delivery.sh).  Each context keeps a first block of
- * CYCLE_CXT_KEEP, which holds a full claim of small events.  A user's
+ * CYCLE_CXT_KEEP, which holds the texts of a full claim of small events
+ * (the row array, larger than a chunk, is a block of its own).  A user's
  * backend gives it back with ShipReleaseMemory once its cycles are done
- * (CALL metronome_ship()).
+ * (CALL metronome_ship()); after an error it stays until the next call
+ * or the end of the session.
  */
 #define CYCLE_CXT_KEEP (2 * 1024 * 1024)
 static MemoryContext cycle_pool[2];

@@ -395,21 +395,20 @@ drain()
 		awk '{ printf "%s %.2f %.2f %d %d %s", $1, ($3 - $2) / 100, $5 - $4, $6, $7, $8 }'
 }
 
-# one_drain LABEL PREFIX MODE: reset, load EVENTS rows, drain them; MODE is
-# burst (autovacuum off, no statistics) or steady (VACUUM ANALYZE first).
-# Appends "seconds rate" to the arrays named LABEL_S and LABEL_R.
-declare -A NOTE
-one_drain()
+# prepare_load PREFIX MODE: reset the outbox and load EVENTS pending rows,
+# then CHECKPOINT.  MODE burst: autovacuum off, no statistics; steady:
+# autovacuum on and $STEADY (VACUUM ANALYZE, or ANALYZE) after the load.
+prepare_load()
 {
-	local label=$1 prefix=$2 mode=$3 secs wc sc uniq dups tosink r
+	local prefix=$1 mode=$2
 	if [ "$mode" = burst ]; then
 		setting autovacuum off
-		reset_outbox
-		load_pending "$prefix" "$EVENTS"
 	else
 		setting autovacuum on
-		reset_outbox
-		load_pending "$prefix" "$EVENTS"
+	fi
+	reset_outbox
+	load_pending "$prefix" "$EVENTS"
+	if [ "$mode" = steady ]; then
 		if [ "$QUEUE" = t ]; then
 			bench_psql -c "$STEADY metronome_queue, metronome_outbox_state, metronome_delivery, metronome_ticks" >/dev/null
 		else
@@ -417,6 +416,16 @@ one_drain()
 		fi
 	fi
 	bench_psql -c "CHECKPOINT" >/dev/null
+}
+
+# one_drain LABEL PREFIX MODE: reset, load EVENTS rows, drain them; MODE is
+# burst (autovacuum off, no statistics) or steady (VACUUM ANALYZE first).
+# Appends "seconds rate" to the arrays named LABEL_S and LABEL_R.
+declare -A NOTE
+one_drain()
+{
+	local label=$1 prefix=$2 mode=$3 secs wc sc uniq dups tosink r
+	prepare_load "$prefix" "$mode"
 	read -r secs wc sc uniq dups tosink <<<"$(drain "$EVENTS")"
 	if [ "$uniq" -ge "$EVENTS" ]; then
 		r=$(rate "$EVENTS" "$secs")
@@ -437,18 +446,7 @@ one_drain()
 one_floor()
 {
 	local label=$1 prefix=$2 mode=$3 secs cpu left
-	setting autovacuum off
-	reset_outbox
-	load_pending "$prefix" "$EVENTS"
-	if [ "$mode" = steady ]; then
-		setting autovacuum on
-		if [ "$QUEUE" = t ]; then
-			bench_psql -c "$STEADY metronome_queue, metronome_outbox_state, metronome_delivery, metronome_ticks" >/dev/null
-		else
-			bench_psql -c "$STEADY metronome_outbox" >/dev/null
-		fi
-	fi
-	bench_psql -c "CHECKPOINT" >/dev/null
+	prepare_load "$prefix" "$mode"
 	read -r secs cpu <<<"$(floor_run)"
 	setting autovacuum on
 	left=$(pending)
